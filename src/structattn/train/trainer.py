@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -30,7 +31,7 @@ class TrainConfig:
 
     epochs: int = 80  # upper bound; early stopping usually ends sooner
     batch_size: int = 64  # small data: small batches give more updates per epoch
-    lr: float = 1e-3  # AdamW peak learning rate (cosine decay to 5% over `epochs`)
+    lr: float = 3e-3  # AdamW peak learning rate (cosine decay to 5% over `epochs`)
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     patience: int = 15  # epochs without validation improvement before stopping
     augment: bool = True  # random flips/90-degree turns of training patches (see docs/training.md)
@@ -124,6 +125,8 @@ def fit_vit(
         The model with the best validation epoch's weights (in eval mode) and a history
         dict (per-epoch losses, best epoch, stopped epoch).
     """
+    for name in ("lightning.pytorch", "lightning.fabric"):  # no banner/tips; our caller reports progress
+        logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(train.seed, workers=True, verbose=False)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.float32)

@@ -1,0 +1,36 @@
+"""Shared fixtures: a small synthetic sample and one small trained run reused by many tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Small but learnable: 160 px image, 22x22 = 484 points, a 2-layer ViT.
+SMALL_SOURCE = "synthetic:seed=1,size=160,spacing=6"
+SMALL_RUN = dict(source=SMALL_SOURCE, window=24, patch=4, dim=48, depth=2, heads=4, epochs=40, patience=20, lr=3e-3,
+                 blocks=3, progress=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_sample():
+    from structattn.data import load_sample
+
+    return load_sample(SMALL_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """One trained run folder on the small synthetic sample (shared, read-only for tests)."""
+    from structattn.pipeline import RunConfig, run_pipeline
+
+    out = tmp_path_factory.mktemp("runs") / "small"
+    result = run_pipeline(RunConfig(**SMALL_RUN), out)
+    return result
