@@ -160,3 +160,16 @@ def test_clip_spikes_removes_a_spike(sample):
     clean = clip_spikes(x, k=10.0)
     assert abs(clean[4, 10]) < 5.0
     np.testing.assert_array_equal(clean[np.arange(20) != 4], x[np.arange(20) != 4])
+
+
+def test_figures_draw_from_arrays(sample, fitted, tmp_path):
+    from structattn.report import latent_figures as lf
+
+    res = fitted["pca"]
+    lf.plot_latent_maps(res.latents, sample.positions, names=res.names).savefig(tmp_path / "maps.png")
+    loops, vals = traverse(res.model, latent=0, n_steps=5, return_values=True)
+    lf.plot_traversal(sample.voltage, loops, vals, name="latent0").savefig(tmp_path / "trav.png")
+    lf.plot_r2_per_latent([0.8, 0.5, -0.1], res.names).savefig(tmp_path / "r2.png")
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("maps.png", "trav.png", "r2.png"))
+    with pytest.raises(ValueError, match="latents/positions"):
+        lf.plot_latent_maps(res.latents, sample.positions[:5])
