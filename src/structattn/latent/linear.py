@@ -64,7 +64,7 @@ class NMFLatent(LatentEstimator):
     Example:
         >>> from structattn.data.synthetic import make_synthetic
         >>> s = make_synthetic(seed=0)
-        >>> NMFLatent(n_latent=3).fit(s.loops).transform(s.loops).min() >= 0
+        >>> bool(NMFLatent(n_latent=3).fit(s.loops).transform(s.loops).min() >= 0)
         True
     """
 

@@ -5,7 +5,7 @@ is a *voltage on a known waveform*, not an arbitrary place in a signal: a switch
 at sample 12 (rising branch, +6 V) and one at sample 44 (falling branch, -6 V) mean
 different physics. Convolutions build in translation equivariance, which is the wrong
 prior here; a dense layer sees every voltage with its own weight, has few parameters at
-V=64 (≈25 k), and trains in seconds on a CPU. Convolutions pay off for long (V ≫ 100)
+V=64 (≈50 k for encoder and decoder), and trains in seconds on a CPU. Convolutions pay off for long (V ≫ 100)
 or shift-invariant spectra, which BEPS loops are not.
 
 Loss (per loop, in scaled units, see `structattn.latent.base`):
@@ -77,7 +77,7 @@ class LoopVAE(LatentEstimator):
     Example:
         >>> from structattn.data.synthetic import make_synthetic
         >>> s = make_synthetic(seed=0)
-        >>> vae = LoopVAE(n_latent=3, epochs=50).fit(s.loops)
+        >>> vae = LoopVAE(n_latent=3, epochs=5).fit(s.loops)
         >>> vae.transform(s.loops).shape, vae.inverse_transform([[0.0, 0.0, 0.0]]).shape
         ((1089, 3), (1, 64))
     """
