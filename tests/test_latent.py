@@ -173,3 +173,24 @@ def test_figures_draw_from_arrays(sample, fitted, tmp_path):
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("maps.png", "trav.png", "r2.png"))
     with pytest.raises(ValueError, match="latents/positions"):
         lf.plot_latent_maps(res.latents, sample.positions[:5])
+
+
+def test_latent_targets_and_summary(sample, tmp_path):
+    from structattn.latent import latent_summary, latent_targets
+    from structattn.report.latent_figures import latent_figures
+
+    idx = np.arange(0, sample.n_points, 3)
+    y, names, res = latent_targets(sample.loops, sample.voltage, "latent:0,2", kind="pca", n_latent=3, train_index=idx)
+    assert y.shape == (sample.n_points, 2) and names == ("latent0", "latent2")
+    np.testing.assert_array_equal(y, res.latents[:, [0, 2]])
+    with pytest.raises(ValueError, match="--targets: latent index 5"):
+        latent_targets(sample.loops, sample.voltage, "latent:5", kind="pca", n_latent=3)
+    with pytest.raises(ValueError, match="--latent-kind"):
+        latent_targets(sample.loops, sample.voltage, "latent", kind="ae")
+    summ = latent_summary(res, sample.loops, train_index=idx, n_steps=5, baseline="nmf")
+    assert summ["traversals"].shape == (3, 5, 64) and np.isfinite(summ["baseline_recon_error"])
+    np.savez(tmp_path / "latent.npz", **summ)
+    loaded = dict(np.load(tmp_path / "latent.npz"))
+    figs = latent_figures(loaded, sample.positions, r2={"latent0": 0.7, "latent2": 0.1},
+                          mean_maps={"attention": {"latent0": np.ones((8, 8)), "latent2": np.eye(8)}})
+    assert len(figs) == 4

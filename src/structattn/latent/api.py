@@ -258,3 +258,80 @@ def loop_descriptors(voltage, loops) -> dict[str, np.ndarray]:
         "amplitude": x.max(axis=1) - x.min(axis=1),
         "area": x[:, ~rising].mean(axis=1) - x[:, rising].mean(axis=1),
     }
+
+
+def latent_targets(
+    loops,
+    voltage,
+    spec: str,
+    *,
+    kind: str = "vae",
+    n_latent: int = 3,
+    beta: float = 1.0,
+    seed: int = 0,
+    train_index=None,
+) -> tuple[np.ndarray, tuple[str, ...], LatentResult]:
+    """Targets for one ``--targets`` latent item: (N, k) values, k names, the full result.
+
+    The latent model is fitted on ``loops[train_index]`` only (the surrogate's validation
+    and test points stay unseen) and all points are encoded.
+
+    Example:
+        >>> from structattn.data.synthetic import make_synthetic
+        >>> s = make_synthetic(seed=0)
+        >>> y, names, _ = latent_targets(s.loops, s.voltage, "latent:1", kind="pca", n_latent=2)
+        >>> y.shape, names
+        ((1089, 1), ('latent1',))
+    """
+    if not isinstance(n_latent, (int, np.integer)) or n_latent < 1:
+        raise ValueError(f"--latent-size: expected a positive int, got {n_latent!r}")
+    if kind not in KINDS:
+        raise ValueError(f"--latent-kind: expected one of {KINDS}, got {kind!r}")
+    cols = parse_latent_spec(spec, n_latent)  # validate before the (slower) fit
+    res = fit_latents(loops, voltage, kind=kind, n_latent=n_latent, beta=beta, seed=seed, train_index=train_index)
+    return res.latents[:, cols], tuple(res.names[j] for j in cols), res
+
+
+def latent_summary(
+    result: LatentResult,
+    loops,
+    *,
+    train_index=None,
+    n_steps: int = 7,
+    span: float = 2.0,
+    baseline: str | None = "pca",
+) -> dict[str, np.ndarray]:
+    """Arrays for a run folder's ``latent.npz`` (what the report's latent section draws).
+
+    Keys: ``latents`` (N, L), ``names`` (L,), ``voltage`` (V,), ``traversals`` (L, S, V),
+    ``traversal_values`` (L, S), ``kind``, ``recon_error``, ``recon_error_rel``,
+    ``recon_error_heldout`` (NaN if none), and, when `baseline` is given, the same errors of
+    that baseline (``baseline_kind``, ``baseline_recon_error``, ...) fitted on the same
+    training loops at the same size, so the report can state which reconstructs better.
+    For a VAE also ``kl_per_latent`` (L,).
+    """
+    n_lat = result.latents.shape[1]
+    trav, vals = zip(*(traverse(result.model, latent=j, n_steps=n_steps, span=span, return_values=True)
+                       for j in range(n_lat)))
+    out: dict[str, np.ndarray] = {
+        "latents": result.latents.astype(np.float32),
+        "names": np.array(result.names),
+        "voltage": result.voltage,
+        "traversals": np.stack(trav).astype(np.float32),
+        "traversal_values": np.stack(vals),
+        "kind": np.array(result.kind),
+        "recon_error": np.array(result.recon_error),
+        "recon_error_rel": np.array(result.recon_error_rel),
+        "recon_error_heldout": np.array(np.nan if result.recon_error_heldout is None else result.recon_error_heldout),
+    }
+    if hasattr(result.model, "kl_per_latent_"):
+        out["kl_per_latent"] = result.model.kl_per_latent_
+    if baseline is not None and baseline != result.kind:
+        base = fit_latents(loops, result.voltage, kind=baseline, n_latent=n_lat, seed=0, train_index=train_index)
+        out["baseline_kind"] = np.array(baseline)
+        out["baseline_recon_error"] = np.array(base.recon_error)
+        out["baseline_recon_error_rel"] = np.array(base.recon_error_rel)
+        out["baseline_recon_error_heldout"] = np.array(
+            np.nan if base.recon_error_heldout is None else base.recon_error_heldout
+        )
+    return out

@@ -135,3 +135,61 @@ def plot_recon_errors(errors: dict[str, float], *, ax=None, ylabel: str = "recon
     ax.set_xticks(range(len(keys)), keys)
     ax.set_ylabel(ylabel)
     return ax.figure
+
+
+def plot_maps_per_latent(maps: dict[str, np.ndarray], *, method: str = "attention", axes=None):
+    """Mean explanation map per latent: {latent name: (w, w)} drawn side by side."""
+    names = list(maps)
+    if not names:
+        raise ValueError("maps: expected at least one {latent: (w, w)} entry, got none")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.0), squeeze=False)
+        axes = axes[0]
+    for ax, name in zip(axes, names):
+        m = np.asarray(maps[name], dtype=float)
+        if m.ndim != 2:
+            raise ValueError(f"maps[{name!r}]: expected a (w, w) map, got shape {m.shape}")
+        im = ax.imshow(m, cmap="magma")
+        ax.set_title(f"{method}: {name}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return axes[0].figure
+
+
+def latent_figures(
+    summary: dict,
+    positions: np.ndarray,
+    *,
+    r2: dict[str, float] | None = None,
+    mean_maps: dict[str, dict[str, np.ndarray]] | None = None,
+) -> list[tuple[str, object]]:
+    """All figures of the report's latent section as (caption, Figure) pairs.
+
+    Args:
+        summary: the arrays of ``latent.npz`` (see `structattn.latent.latent_summary`).
+        positions: (N, 2) point positions.
+        r2: {latent name: surrogate test R²} for the latents the ViT learned.
+        mean_maps: {method: {latent name: (w, w) mean map over explained points}}.
+    """
+    names = [str(n) for n in np.asarray(summary["names"]).tolist()]
+    kind = str(summary["kind"])
+    figs: list[tuple[str, object]] = [
+        (f"{kind.upper()} latents over the sample (colour limits at the 2nd/98th percentile)",
+         plot_latent_maps(summary["latents"], positions, names=names)),
+    ]
+    n = len(names)
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.0), squeeze=False)
+    for j in range(n):
+        plot_traversal(summary["voltage"], summary["traversals"][j], summary["traversal_values"][j],
+                       name=names[j], ax=axes[0][j])
+    fig.tight_layout()
+    figs.append(("Latent traversals: decoded loops while one latent moves over mean ± 2 std (others at "
+                 "their mean); read each latent as this change of loop shape", fig))
+    if r2:
+        figs.append(("Surrogate: test R² of the ViT per latent",
+                     plot_r2_per_latent([r2[k] for k in r2], list(r2))))
+    for method, per in (mean_maps or {}).items():
+        figs.append((f"Mean {method} map per latent over the explained points (which structures each latent "
+                     "is read from)", plot_maps_per_latent(per, method=method)))
+    return figs
