@@ -194,3 +194,11 @@ def test_latent_targets_and_summary(sample, tmp_path):
     figs = latent_figures(loaded, sample.positions, r2={"latent0": 0.7, "latent2": 0.1},
                           mean_maps={"attention": {"latent0": np.ones((8, 8)), "latent2": np.eye(8)}})
     assert len(figs) == 4
+
+
+def test_sklearn_contract():
+    from sklearn.base import clone
+
+    vae = LoopVAE(n_latent=4, beta=2.0, epochs=3)
+    assert vae.get_params()["beta"] == 2.0 and clone(vae).n_latent == 4
+    assert "beta=2.0" in repr(vae)

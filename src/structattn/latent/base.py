@@ -15,6 +15,7 @@ offset. The per-loop offset/scale of a loop is known whenever the loop itself is
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 STANDARDIZE = ("center", "zscore", "none")
 
@@ -58,8 +59,8 @@ def check_index(train_index, n: int) -> np.ndarray:
     return idx
 
 
-class LatentEstimator:
-    """Base class: subclasses implement `_fit_scaled`, `_encode`, `_decode` on scaled loops.
+class LatentEstimator(BaseEstimator):
+    """Base class (sklearn `BaseEstimator`: get_params/set_params/clone work); subclasses implement `_fit_scaled`, `_encode`, `_decode` on scaled loops.
 
     Fitted state common to all: ``n_voltage_``, ``global_scale_`` (divides centred loops),
     ``loop_scale_`` (typical per-loop std, used to undo zscore when decoding bare latents),
@@ -181,7 +182,3 @@ class LatentEstimator:
 
     def _decode(self, z: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
-        return f"{type(self).__name__}({params})"
