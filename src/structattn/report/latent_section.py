@@ -44,7 +44,10 @@ def latent_section(ctx) -> str | None:
         kl = ", ".join(f"{n}: {k:.3f}" for n, k in zip(names, summ["kl_per_latent"]))
         parts.append(f"<p class='note'>KL per latent (nats; &lt; 0.01 = inactive, carries no information): {kl}</p>")
     if r2:
-        parts.append(table_html(["latent", "surrogate test R²"], [[n, v] for n, v in r2.items()]))
+        kl = dict(zip(names, summ["kl_per_latent"])) if "kl_per_latent" in summ else {}
+        # R² is scale-free: an inactive latent's tiny residual variation can still be "predicted"
+        rows_r2 = [[n, v, ("yes" if kl[n] >= 0.01 else "no (ignore its R²)") if n in kl else "-"] for n, v in r2.items()]
+        parts.append(table_html(["latent", "surrogate test R²", "active"], rows_r2))
     for caption, fig in latent_figures(summ, ctx.sample.positions, r2=r2 or None, mean_maps=mean_maps or None):
         parts.append(f"<p class='note'>{html.escape(caption)}</p>" + fig_to_html(fig, alt=caption))
     return "".join(parts)
