@@ -48,6 +48,12 @@ def latent_section(ctx) -> str | None:
         # R² is scale-free: an inactive latent's tiny residual variation can still be "predicted"
         rows_r2 = [[n, v, ("yes" if kl[n] >= 0.01 else "no (ignore its R²)") if n in kl else "-"] for n, v in r2.items()]
         parts.append(table_html(["latent", "surrogate test R²", "active"], rows_r2))
+    shared = [m for m, per in mean_maps.items()
+              if len(per) > 1 and all(np.array_equal(v, next(iter(per.values()))) for v in per.values())]
+    if shared:
+        parts.append(f"<p class='note'>{html.escape(', '.join(shared))}: one map for all outputs (target-agnostic, "
+                     "like raw [CLS] attention), so it cannot separate latents; use a target-specific method "
+                     "(e.g. gradient-weighted attention, integrated gradients) to see per-latent structures.</p>")
     for caption, fig in latent_figures(summ, ctx.sample.positions, r2=r2 or None, mean_maps=mean_maps or None):
         parts.append(f"<p class='note'>{html.escape(caption)}</p>" + fig_to_html(fig, alt=caption))
     return "".join(parts)
