@@ -37,7 +37,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="run folder to create" + (" (default runs/demo)" if demo else ""))
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder once the new one is complete")
     p.add_argument("--targets", default=None,
-                   help="comma-separated targets: given target names (default: all given targets)")
+                   help="comma-separated targets: given target names (default: all given targets), "
+                        "'latent' (all unsupervised loop latents) or 'latent:0,2' (some of them)")
+    p.add_argument("--latent-kind", default=d.latent_kind, choices=("vae", "pca", "nmf"),
+                   help=f"loop model for --targets latent, fitted on the training split only (default {d.latent_kind})")
+    p.add_argument("--latent-size", type=int, default=d.latent_size,
+                   help=f"number of latents for --targets latent (default {d.latent_size})")
+    p.add_argument("--beta", type=float, default=d.beta, help=f"KL weight of the loop VAE (default {d.beta})")
     p.add_argument("--window", type=int, default=d.window, help=f"patch side in pixels (default {d.window})")
     p.add_argument("--patch", type=int, default=d.patch, help=f"token side in pixels (default {d.patch})")
     p.add_argument("--pad-mode", default=d.pad_mode, choices=PAD_MODES,
@@ -67,6 +73,7 @@ def _config_from_args(args, source: str):
         depth=args.depth, heads=args.heads, blocks=args.blocks, augment=not args.no_augment,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=args.device, progress=not args.quiet,
+        latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
     )
 
 

@@ -55,6 +55,9 @@ class RunConfig:
     points: str = "test"  # which points to explain: "test", "all" or a number of test points
     gallery: int = 8  # test points shown with overlays in the report
     seed: int = 0  # seeds split, weights, batches, augmentation and explanations
+    latent_kind: str = "vae"  # --targets latent: loop model ("vae", "pca", "nmf")
+    latent_size: int = 3  # --targets latent: number of latents
+    beta: float = 1.0  # --targets latent: KL weight of the VAE
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # progress bars
 
@@ -211,7 +214,9 @@ def run_pipeline(
             seed=cfg.seed,
         )
         train_idx, val_idx, test_idx = usable[split.train], usable[split.val], usable[split.test]
-        targets: TargetSet = resolve_targets(sample, cfg.targets, train_index=train_idx)
+        targets: TargetSet = resolve_targets(sample, cfg.targets, train_index=train_idx,
+                                                latent_kind=cfg.latent_kind, latent_size=cfg.latent_size,
+                                                beta=cfg.beta, seed=cfg.seed)
         valid = np.ones(sample.n_points, bool) if targets.valid is None else np.asarray(targets.valid, bool)
         train_idx, val_idx, test_idx = (i[valid[i]] for i in (train_idx, val_idx, test_idx))
         for part, idx in (("train", train_idx), ("validation", val_idx), ("test", test_idx)):
@@ -285,6 +290,8 @@ def run_pipeline(
         np.savez_compressed(stage / "predictions.npz", point_index=np.arange(sample.n_points),
                             positions=sample.positions, y_true=y, y_pred=pred, split=split_labels,
                             target_names=np.array(targets.names), units=np.array(targets.units))
+        for key, arrs in targets.arrays.items():  # e.g. latent.npz (latent maps, traversals)
+            np.savez_compressed(stage / f"{key}.npz", **arrs)
         write_explanations(stage / "explanations.h5", point_index=index, maps=maps,
                            attrs={"window": cfg.window, "patch": cfg.patch, "pad_mode": cfg.pad_mode})
         atomic_write_json(stage / "metrics.json", metrics)

@@ -27,6 +27,7 @@ class TargetSet:
     units: tuple[str, ...]
     valid: np.ndarray | None = None  # (N,) bool: points whose targets can be trusted; None = all
     info: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)  # extra arrays for the run folder, e.g. {"latent": {...}} -> latent.npz
 
 
 def parse_spec(spec: str | None) -> list[str]:
@@ -45,13 +46,24 @@ def parse_spec(spec: str | None) -> list[str]:
     return out
 
 
-def resolve_targets(sample: Sample, spec: str | None, *, train_index: np.ndarray | None = None) -> TargetSet:
+def resolve_targets(
+    sample: Sample,
+    spec: str | None,
+    *,
+    train_index: np.ndarray | None = None,
+    latent_kind: str = "vae",
+    latent_size: int = 3,
+    beta: float = 1.0,
+    seed: int = 0,
+) -> TargetSet:
     """Resolve `spec` against `sample` (see module doc).
 
     Args:
         sample: the data.
         spec: the ``--targets`` string.
         train_index: training points, for targets that are themselves fitted (latents).
+        latent_kind, latent_size, beta, seed: the latent model of ``latent`` items
+            (see `structattn.latent.fit_latents`).
     """
     items = parse_spec(spec)
     given = list(sample.target_names)
@@ -64,7 +76,17 @@ def resolve_targets(sample: Sample, spec: str | None, *, train_index: np.ndarray
         items = given
     cols, names, units = [], [], []
     info: dict = {}
+    arrays: dict = {}
     for it in items:
+        if it == "latent" or it.startswith("latent:"):  # (latent issue) unsupervised loop latents
+            vals, lat_names, lat_units, lat_info, lat_arrays = _latent_items(
+                sample, it, train_index=train_index, kind=latent_kind, n_latent=latent_size, beta=beta, seed=seed)
+            cols.extend(vals.T)
+            names.extend(lat_names)
+            units.extend(lat_units)
+            info["latent"] = lat_info
+            arrays["latent"] = lat_arrays
+            continue
         if it in given:
             cols.append(sample.targets[:, given.index(it)])
             names.append(it)
@@ -74,8 +96,28 @@ def resolve_targets(sample: Sample, spec: str | None, *, train_index: np.ndarray
             f"--targets: {it!r} is not a given target of this sample {given or '(none given)'}"
             + ("" if sample.loops is None else "; loop descriptors are not available in this build")
         )
-    return TargetSet(values=np.stack(cols, axis=1), names=tuple(names), units=tuple(units), info=info)
+    if len(set(names)) != len(names):
+        raise ValueError(f"--targets: a target is named twice in {spec!r}: {names}")
+    return TargetSet(values=np.stack(cols, axis=1), names=tuple(names), units=tuple(units), info=info, arrays=arrays)
 
 
 def _given_unit(sample: Sample, name: str) -> str:
     return str(sample.meta.get("target_units", {}).get(name, ""))
+
+
+def _latent_items(sample: Sample, item: str, *, train_index, kind: str, n_latent: int, beta: float, seed: int):
+    """Values (N, k), names, units, JSON info and arrays of one ``latent`` item (latent issue)."""
+    from .latent import latent_summary, latent_targets
+
+    if sample.loops is None:
+        raise ValueError(f"--targets: {item!r} needs loops to fit latents on, but the data have no loops")
+    vals, names, res = latent_targets(sample.loops, sample.voltage, item, kind=kind, n_latent=n_latent,
+                                      beta=beta, seed=seed, train_index=train_index)
+    info = {"kind": kind, "n_latent": n_latent, "beta": beta, "fitted_on": "training split only",
+            "recon_error": res.recon_error, "recon_error_rel": res.recon_error_rel,
+            "recon_error_heldout": res.recon_error_heldout}
+    arrays = latent_summary(res, sample.loops, train_index=train_index)
+    if "baseline_recon_error" in arrays:
+        info["baseline"] = {"kind": str(arrays["baseline_kind"]), "recon_error": float(arrays["baseline_recon_error"]),
+                            "recon_error_heldout": float(arrays["baseline_recon_error_heldout"])}
+    return vals, names, ("",) * len(names), info, arrays
