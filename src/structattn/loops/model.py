@@ -187,34 +187,51 @@ def _nucleation(a: np.ndarray, bl: np.ndarray, bh: np.ndarray, level: float) -> 
     return out
 
 
-def switching_descriptors_from_params(params: np.ndarray, *, nucleation_threshold: float = 0.03) -> dict[str, np.ndarray]:
+def switching_descriptors_from_params(
+    params: np.ndarray, *, nucleation_threshold: float = 0.03, coercive: str = "crossing"
+) -> dict[str, np.ndarray]:
     """BGlib's switching parameters from fitted loop parameters.
 
-    As BGlib's ``calc_switching_coef_vec``: ``V+ = a3``, ``V- = a2``, imprint their
-    mean, ``R+ = a0 + a1``, ``R- = a0``, switchable polarization ``a1``, work of
-    switching ``|a3 - a2| * |a1|``; nucleation biases are where the rising branch
-    has switched ``nucleation_threshold`` of the way up (``+``) and the falling
-    branch the same fraction of the way down (``-``), solved on the correct side
-    of the piecewise width.
+    As BGlib's ``calc_switching_coef_vec``: ``R+ = a0 + a1``, ``R- = a0``,
+    switchable polarization ``a1``, imprint the mean of the coercive voltages,
+    work of switching ``|V+ - V-| * |a1|``; nucleation biases are where the
+    rising branch has switched ``nucleation_threshold`` of the way up (``+``) and
+    the falling branch the same fraction of the way down (``-``), solved on the
+    correct side of the piecewise width.
+
+    Coercive voltages: BGlib reports ``V+ = a3`` and ``V- = a2``. Those are the
+    50 % switching points only when a branch's two widths are equal; with free
+    widths ``a`` trades off against the width ratio (a shift of ``a`` is almost
+    undone by skewing ``bl/bh``), so on noisy loops it is poorly determined while
+    the 50 % crossing is not. ``coercive="crossing"`` (default) therefore reports
+    the bias where each fitted branch is half switched; ``"bglib"`` gives
+    ``a3``/``a2`` as BGlib does. Both agree for symmetric widths.
 
     Args:
         params: (N, 9) fitted parameters.
         nucleation_threshold: switched fraction that defines nucleation.
+        coercive: ``"crossing"`` or ``"bglib"``, see above.
 
     Returns:
         name -> (N,) values, names as in :data:`structattn.loops.DESCRIPTORS`.
     """
+    if coercive not in ("crossing", "bglib"):
+        raise ValueError(f"coercive: expected 'crossing' or 'bglib', got {coercive!r}")
     p = np.asarray(params, dtype=float)
     a0, a1, a2, a3, _, b0, b1, b2, b3 = p.T
     t = nucleation_threshold
+    if coercive == "crossing":
+        vplus, vminus = _nucleation(a3, b2, b3, 0.5), _nucleation(a2, b0, b1, 0.5)
+    else:
+        vplus, vminus = a3.copy(), a2.copy()
     return {
-        "V+": a3.copy(),
-        "V-": a2.copy(),
-        "imprint": (a2 + a3) / 2.0,
+        "V+": vplus,
+        "V-": vminus,
+        "imprint": (vplus + vminus) / 2.0,
         "R+": a0 + a1,
         "R-": a0.copy(),
         "switchable_polarization": a1.copy(),
-        "work_of_switching": np.abs(a3 - a2) * np.abs(a1),
+        "work_of_switching": np.abs(vplus - vminus) * np.abs(a1),
         "nucleation_bias_+": _nucleation(a3, b2, b3, t),
         "nucleation_bias_-": _nucleation(a2, b0, b1, 1.0 - t),
     }
