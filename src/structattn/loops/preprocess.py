@@ -30,7 +30,7 @@ class PreprocessConfig:
     # (sigma ~ 0) does not see its own rounding as spikes.
     spike_span_floor: float = 0.02
     # Repair passes: a repaired point can unmask a neighbour hidden in the median.
-    spike_passes: int = 2
+    spike_passes: int = 3
     # More spikes than this fraction of points: the loop is flagged ``too_spiky``.
     max_spike_fraction: float = 0.2
     # A loop whose span is under ``snr_min`` noise sigmas is ``flat`` (noise only).
@@ -108,13 +108,23 @@ def noise_sigma(loops: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(d2), axis=1) / np.sqrt(6.0)
 
 
-def _fill_nan(x: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Linear interpolation over non-finite points along each loop (N, V)."""
+def _fill_nan(x: np.ndarray, bad: np.ndarray, *, periodic: bool = False) -> np.ndarray:
+    """Linear interpolation over ``bad`` points along each loop (N, V).
+
+    ``periodic``: the loop wraps (last point next to the first), so gaps at the
+    ends are bridged from the other end.
+    """
     out = x.copy()
-    idx = np.arange(x.shape[1])
+    nv = x.shape[1]
+    idx = np.arange(nv)
     for i in np.flatnonzero(bad.any(axis=1)):
         good = ~bad[i]
-        out[i] = np.interp(idx, idx[good], x[i, good]) if good.any() else 0.0
+        if not good.any():
+            out[i] = 0.0
+        elif periodic:
+            out[i] = np.interp(idx, idx[good], x[i, good], period=nv)
+        else:
+            out[i] = np.interp(idx, idx[good], x[i, good])
     return out
 
 
@@ -152,18 +162,32 @@ def preprocess_loops(loops, voltage, *, config: PreprocessConfig | None = None) 
 
     spike_mask = np.zeros_like(nan_mask)
     clean = x
-    for _ in range(max(1, cfg.spike_passes)):
+    for _ in range(max(1, cfg.spike_passes)):  # x: NaN-filled input, never overwritten
         med = median_filter(clean, size=(1, w), mode=mode)  # (N, V) running median
         resid = clean - med
         span = np.percentile(med, 99, axis=1) - np.percentile(med, 1, axis=1)  # (N,)
         sigma = noise_sigma(clean)
         tiny = 1e-12 * np.max(np.abs(med), axis=1) + 1e-300
         scale = np.maximum(np.maximum(sigma, cfg.spike_span_floor * span), tiny)  # (N,)
-        spikes = np.abs(resid) > cfg.spike_threshold * scale[:, None]
+        # Next to a spike the running median shifts by one rank, so on a steep
+        # switching step an honest point can sit a step away from it: tolerate
+        # twice the local step of the median curve, and demand that a spike be a
+        # local extremum (a point on a monotonic step never is).
+        prev = np.roll(clean, 1, axis=1)
+        nxt = np.roll(clean, -1, axis=1)
+        if mode == "nearest":
+            prev[:, 0], nxt[:, -1] = clean[:, 1], clean[:, -2]
+        extremum = ((clean > prev) & (clean > nxt)) | ((clean < prev) & (clean < nxt))
+        dmed = np.abs(np.diff(med, axis=1))
+        local = np.maximum(np.pad(dmed, ((0, 0), (1, 0)), mode="edge"), np.pad(dmed, ((0, 0), (0, 1)), mode="edge"))
+        spikes = extremum & (np.abs(resid) > cfg.spike_threshold * scale[:, None] + 2.0 * local)
         if not spikes.any():
             break
         spike_mask |= spikes
-        clean = np.where(spikes, med, clean)
+        # Repair from the good neighbours (linear, across the wrap for a periodic
+        # waveform): on a switching step that beats the running median, which can
+        # sit a whole step away.
+        clean = _fill_nan(np.where(spike_mask, np.nan, x), spike_mask, periodic=mode == "wrap")
 
     med = median_filter(clean, size=(1, w), mode=mode)
     span = np.percentile(med, 99, axis=1) - np.percentile(med, 1, axis=1)
