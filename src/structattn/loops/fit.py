@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .direct import direct_descriptors
-from .model import loop_model_jacobian_torch, loop_model_np, switching_descriptors_from_params
+from .model import loop_model_jacobian_torch, loop_model_torch, loop_model_np, switching_descriptors_from_params
 from .preprocess import check_loops_voltage
 from .waveform import Branches, split_branches
 
@@ -137,8 +137,20 @@ def make_problem(loops: np.ndarray, voltage: np.ndarray, *, branches: Branches |
     return FitProblem(y=y, center=center, scale=scale, voltage=v, rising=br.rising_mask, lower=lower, upper=upper, starts=starts)
 
 
-def _lm_batched(problem: FitProblem, *, max_iter: int, tol: float, device: str, dtype: torch.dtype):
+def _lm_batched(
+    problem: FitProblem,
+    *,
+    max_iter: int,
+    tol: float,
+    device: str,
+    dtype: torch.dtype,
+    prune_at: int = 15,
+    keep_starts: int = 2,
+):
     """Batched bounded Levenberg–Marquardt over all loops x starts.
+
+    After ``prune_at`` iterations only each loop's ``keep_starts`` best starts
+    keep iterating (the others are frozen where they are).
 
     Returns:
         ``(params, cost, n_iter)``: best-start normalised params (N, 9), their
@@ -156,43 +168,62 @@ def _lm_batched(problem: FitProblem, *, max_iter: int, tol: float, device: str, 
     q = ((p0 - lo) / width).clamp(1e-6, 1 - 1e-6)
     z = torch.log(q) - torch.log1p(-q)  # logit: (B, 9)
 
-    def evaluate(zz):
+    def residual(zz, yy):
+        """Residuals and cost at zz, no Jacobian: (A, V), (A,)."""
+        p = lo + width * torch.sigmoid(zz)
+        rr = loop_model_torch(v, p, rising=rising) - yy
+        return rr, (rr * rr).sum(dim=1)
+
+    def normal_eqs(zz, yy):
+        """J^T J (A, 9, 9), J^T r (A, 9), r (A, V), cost (A,) at zz (J w.r.t. z)."""
         sig = torch.sigmoid(zz)
         p = lo + width * sig
         f, jac = loop_model_jacobian_torch(v, p, rising=rising)
-        jz = jac * (width * sig * (1 - sig))[:, None, :]  # chain rule through the sigmoid: (B, V, 9)
-        rr = f - y
-        return rr, jz, (rr * rr).sum(dim=1)
+        jz = jac * (width * sig * (1 - sig))[:, None, :]  # chain rule through the sigmoid: (A, V, 9)
+        rr = f - yy
+        jt = jz.transpose(1, 2)
+        return jt @ jz, (jt @ rr[..., None])[..., 0], rr, (rr * rr).sum(dim=1)
 
     # Work on the still-active problems only: most converge in a few dozen
     # iterations, a few need hundreds. Finished ones are written to z_out/cost_out.
+    # The Jacobian (the costly part) is recomputed only where a step was accepted.
     z_out = z.clone()
-    cost_out = torch.empty(n * s, **kw)
+    cost_out = torch.full((n * s,), float("inf"), **kw)
     act = torch.arange(n * s, device=dev)  # (A,) indices of active problems
-    r, jz, cost = evaluate(z)
     y_all = y
+    a, g, r, cost = normal_eqs(z, y)
     lam = torch.full((n * s,), 1e-2, **kw)
     eye = torch.eye(9, **kw)
     it = 0
     for it in range(1, max_iter + 1):
-        a = jz.transpose(1, 2) @ jz  # (A, 9, 9) normal matrix
-        g = (jz.transpose(1, 2) @ r[..., None])[..., 0]  # (A, 9)
         diag = torch.diagonal(a, dim1=1, dim2=2).clamp_min(1e-12)
         m = a + lam[:, None, None] * torch.diag_embed(diag) + 1e-12 * eye
         step, info = torch.linalg.solve_ex(m, -g)
         step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
         z_new = (z + step).clamp(-20.0, 20.0)  # beyond |z| = 20 the sigmoid is flat
-        r_new, jz_new, cost_new = evaluate(z_new)
+        _, cost_new = residual(z_new, y)
         ok = torch.isfinite(cost_new) & (cost_new < cost)
         rel = (cost - cost_new) / cost.clamp_min(1e-30)
-        z = torch.where(ok[:, None], z_new, z)
-        r = torch.where(ok[:, None], r_new, r)
-        jz = torch.where(ok[:, None, None], jz_new, jz)
-        cost = torch.where(ok, cost_new, cost)
         lam = torch.where(ok, lam * 0.3, lam * 4.0).clamp(1e-9, 1e9)
+        idx = torch.nonzero(ok).squeeze(1)
+        if idx.numel():
+            z = z.index_copy(0, idx, z_new[idx])
+            a_i, g_i, r_i, c_i = normal_eqs(z[idx], y[idx])
+            a = a.index_copy(0, idx, a_i)
+            g = g.index_copy(0, idx, g_i)
+            r = r.index_copy(0, idx, r_i)
+            cost = cost.index_copy(0, idx, c_i)
         # Converged: an accepted step that barely helps, or a damping so large
         # that no step helps any more.
         done = (ok & (rel < tol)) | (lam >= 1e7) | (cost <= 1e-30)
+        if it == prune_at and s > keep_starts:
+            # Successive halving of the starts: after a few iterations the basin
+            # of each start is clear; only each loop's best ``keep_starts`` go on.
+            full = cost_out.clone()
+            full[act] = cost
+            full = torch.nan_to_num(full, nan=float("inf")).reshape(n, s)
+            rank = torch.argsort(torch.argsort(full, dim=1), dim=1).reshape(-1)  # (N*S,) rank within loop
+            done = done | (rank[act] >= keep_starts)
         if it == max_iter:
             done = torch.ones_like(done)
         if bool(done.any()):
@@ -201,7 +232,7 @@ def _lm_batched(problem: FitProblem, *, max_iter: int, tol: float, device: str, 
             keep = ~done
             if not bool(keep.any()):
                 break
-            act, z, r, jz, cost, lam = act[keep], z[keep], r[keep], jz[keep], cost[keep], lam[keep]
+            act, z, a, g, r, cost, lam = act[keep], z[keep], a[keep], g[keep], r[keep], cost[keep], lam[keep]
             y = y_all[act]
     z = z_out
     cost = cost_out
