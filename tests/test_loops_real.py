@@ -21,8 +21,9 @@ def real():
     with h5py.File(DATA, "r") as f:
         loops = f["Channel_000/generic/generic"][()].reshape(-1, 64)  # (2500, 64): X, Y flattened
         voltage = f["Channel_000/generic/Voltage"][()]
-    # 4 starts keep this test quick; the documented figures use the default 8.
-    res = compute_descriptors(loops, voltage, config=LoopAnalysisConfig(n_starts=4))
+    # 4 starts and 1 thread keep this test quick on a shared 2-core machine; the
+    # documented figures use the default 8 starts.
+    res = compute_descriptors(loops, voltage, config=LoopAnalysisConfig(n_starts=4, num_threads=1))
     return loops, voltage, res
 
 

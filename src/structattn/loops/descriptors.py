@@ -46,6 +46,8 @@ class LoopAnalysisConfig:
     # torch device and precision of the batched fit.
     device: str = "cpu"
     dtype: str = "float64"
+    # torch CPU threads for the fit (None: torch's setting); see LoopFitter.
+    num_threads: int | None = None
     # A fit with R^2 below this is ``poor_fit``.
     r2_min: float = 0.8
     # Mean branch separation in noise standard errors under which a loop has
@@ -170,6 +172,7 @@ def compute_descriptors(
             dtype=cfg.dtype,
             seed=seed,
             nucleation_threshold=cfg.nucleation_threshold,
+            num_threads=cfg.num_threads,
         ).fit(pp.clean)
         values = switching_descriptors_from_params(
             fitter.params_, nucleation_threshold=cfg.nucleation_threshold, coercive=cfg.coercive

@@ -259,6 +259,9 @@ class LoopFitter:
         dtype: ``"float64"`` (default, exact enough for tiny loop heights) or ``"float32"``.
         seed: seed of the random starts; same seed, same result.
         nucleation_threshold: switched fraction that defines the nucleation biases.
+        num_threads: torch CPU threads during the fit (restored afterwards); None
+            leaves torch's setting. On a small, busy machine 1 is often fastest:
+            the batch is memory-bound and idle-waiting threads cost more than they give.
 
     Example:
         >>> from structattn.loops.model import loop_model_np
@@ -282,6 +285,7 @@ class LoopFitter:
         dtype: str = "float64",
         seed: int = 0,
         nucleation_threshold: float = 0.03,
+        num_threads: int | None = None,
     ) -> None:
         self.voltage = voltage
         self.n_starts = n_starts
@@ -291,6 +295,7 @@ class LoopFitter:
         self.dtype = dtype
         self.seed = seed
         self.nucleation_threshold = nucleation_threshold
+        self.num_threads = num_threads
 
     def _torch_dtype(self) -> torch.dtype:
         if self.dtype not in ("float64", "float32"):
@@ -316,7 +321,17 @@ class LoopFitter:
         dtype = self._torch_dtype()
         self.branches_ = split_branches(v)
         problem = make_problem(x, v, branches=self.branches_, n_starts=self.n_starts, seed=self.seed)
-        p_norm, _, self.n_iter_ = _lm_batched(problem, max_iter=self.max_iter, tol=self.tol, device=self.device, dtype=dtype)
+        before = torch.get_num_threads()
+        if self.num_threads is not None:
+            if self.num_threads < 1:
+                raise ValueError(f"num_threads: expected None or an integer >= 1, got {self.num_threads}")
+            torch.set_num_threads(self.num_threads)
+        try:
+            p_norm, _, self.n_iter_ = _lm_batched(
+                problem, max_iter=self.max_iter, tol=self.tol, device=self.device, dtype=dtype
+            )
+        finally:
+            torch.set_num_threads(before)
         self.params_ = problem.denormalise(p_norm)
         self.fitted_ = loop_model_np(v, self.params_, rising=self.branches_.rising_mask)
         resid = x - self.fitted_
@@ -360,7 +375,17 @@ class LoopFitter:
 
     def get_params(self, deep: bool = True) -> dict:
         """Constructor options (sklearn ``get_params``)."""
-        return {k: getattr(self, k) for k in ("voltage", "n_starts", "max_iter", "tol", "device", "dtype", "seed", "nucleation_threshold")}
+        return {k: getattr(self, k) for k in (
+                "voltage",
+                "n_starts",
+                "max_iter",
+                "tol",
+                "device",
+                "dtype",
+                "seed",
+                "nucleation_threshold",
+                "num_threads",
+            )}
 
     def set_params(self, **params) -> "LoopFitter":
         """Set constructor options (sklearn ``set_params``)."""
