@@ -56,3 +56,27 @@ def test_real_flat_loops_flagged_and_fit_quality(real):
     assert flagged.any()
     assert np.median(res.fit_r2) > 0.9
     assert np.median(res.fit_r2[res.quality]) > np.median(res.fit_r2[flagged])
+
+
+def test_read_beps_nsid_grid_and_structure_image(real):
+    from structattn.loops import read_beps_nsid, structure_from_loops
+
+    loops, voltage, res = real
+    grid = read_beps_nsid(DATA)
+    assert grid.shape == (50, 50) and grid.loops.shape == (2500, 64)
+    assert np.array_equal(grid.voltage, voltage)
+    assert abs(grid.pixel_size - 2e-6 / 49) < 1e-12
+    # rows follow Y, columns X: point (row 3, col 7) is the file's [X=7, Y=3]
+    import h5py
+
+    with h5py.File(DATA, "r") as f:
+        raw = f["Channel_000/generic/generic"][7, 3, :]
+    assert np.array_equal(grid.loops[3 * 50 + 7], raw)
+    assert np.array_equal(grid.positions[3 * 50 + 7], [3.0, 7.0])
+    img = structure_from_loops(grid.loops, grid.voltage, grid.shape)  # response at 0 V, first point here
+    assert img.shape == (50, 50) and img[3, 7] == raw[0]
+    res_grid = compute_descriptors(grid.loops, grid.voltage, method="direct")
+    vmap = structure_from_loops(grid.loops, grid.voltage, grid.shape, source="V+", analysis=res_grid)
+    assert vmap.shape == (50, 50) and np.all(np.isfinite(vmap))
+    with pytest.raises(ValueError, match="source: expected one of.*response@0V.*got 'height'"):
+        structure_from_loops(grid.loops, grid.voltage, grid.shape, source="height")

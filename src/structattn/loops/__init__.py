@@ -8,6 +8,7 @@ Main entry point::
     y = res.table(["V+", "V-", "imprint"])[res.quality]
 """
 
+from .beps import STRUCTURE_SOURCES, BepsGrid, read_beps_nsid, structure_from_loops
 from .descriptors import DESCRIPTORS, LoopAnalysis, LoopAnalysisConfig, compute_descriptors
 from .fit import DESCRIPTOR_ORDER, LoopFitter
 from .model import PARAM_NAMES, loop_model_np, loop_model_torch, switching_descriptors_from_params
@@ -16,6 +17,10 @@ from .waveform import Branches, split_branches
 
 __all__ = [
     "DESCRIPTORS",
+    "STRUCTURE_SOURCES",
+    "BepsGrid",
+    "read_beps_nsid",
+    "structure_from_loops",
     "DESCRIPTOR_ORDER",
     "PARAM_NAMES",
     "Branches",
