@@ -80,3 +80,17 @@ def test_read_beps_nsid_grid_and_structure_image(real):
     assert vmap.shape == (50, 50) and np.all(np.isfinite(vmap))
     with pytest.raises(ValueError, match="source: expected one of.*response@0V.*got 'height'"):
         structure_from_loops(grid.loops, grid.voltage, grid.shape, source="height")
+
+
+def test_loop_figures_render(real, tmp_path):
+    from structattn.loops import DESCRIPTORS
+    from structattn.report.loop_figures import descriptor_maps_figure, example_fits_figure, fit_quality_figure, pick_example_fits
+
+    loops, voltage, res = real
+    units = {k: u for k, (u, _) in DESCRIPTORS.items()}
+    descriptor_maps_figure(res.values, (50, 50), names=["V+", "V-"], units=units, quality=res.quality).savefig(tmp_path / "m.png")
+    fit_quality_figure(res.fit_r2, (50, 50), quality=res.quality).savefig(tmp_path / "q.png")
+    idx = pick_example_fits(res.fit_r2, quality=res.quality, count=4)
+    assert len(idx) == 4 and res.quality[idx].all() and res.fit_r2[idx[0]] >= res.fit_r2[idx[-1]]
+    example_fits_figure(voltage, res.clean_loops, res.fitted, indices=idx, r2=res.fit_r2, raw=loops).savefig(tmp_path / "f.png")
+    assert all((tmp_path / n).stat().st_size > 1000 for n in ("m.png", "q.png", "f.png"))
