@@ -6,6 +6,7 @@ Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state).
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -32,8 +33,7 @@ def plot_map(values: np.ndarray, shape: tuple[int, int], *, ax, title: str = "",
         img = np.ma.masked_where(~np.asarray(mask, dtype=bool).reshape(shape) | ~np.isfinite(img), img)
     finite = np.asarray(img[np.isfinite(img)] if mask is None else img.compressed())
     vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (None, None))
-    cm = __import__("matplotlib").colormaps[cmap].copy()
-    cm.set_bad("0.8")
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="0.8")  # greyed: untrustworthy points
     im = ax.imshow(img, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
