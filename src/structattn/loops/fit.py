@@ -146,11 +146,14 @@ def _lm_batched(
     dtype: torch.dtype,
     prune_at: int = 15,
     keep_starts: int = 2,
+    bounds_mode: str = "sigmoid",
 ):
     """Batched bounded Levenberg–Marquardt over all loops x starts.
 
     After ``prune_at`` iterations only each loop's ``keep_starts`` best starts
-    keep iterating (the others are frozen where they are).
+    keep iterating (the others are frozen where they are). ``bounds_mode``:
+    ``"sigmoid"`` (default) reparametrises, ``"clip"`` projects each step onto the
+    box instead (tried: no better on the real loops).
 
     Returns:
         ``(params, cost, n_iter)``: best-start normalised params (N, 9), their
@@ -166,20 +169,31 @@ def _lm_batched(
     y = torch.as_tensor(problem.y, **kw).repeat_interleave(s, dim=0)  # (B, V), B = N*S
     p0 = torch.as_tensor(problem.starts.reshape(n * s, 9), **kw)
     q = ((p0 - lo) / width).clamp(1e-6, 1 - 1e-6)
-    z = torch.log(q) - torch.log1p(-q)  # logit: (B, 9)
+    if bounds_mode == "sigmoid":
+        z = torch.log(q) - torch.log1p(-q)  # logit: (B, 9)
+        z_lo, z_hi = -20.0, 20.0  # beyond |z| = 20 the sigmoid is flat
+    else:
+        z = q  # box-projected: z in [0, 1], p = lo + width * z
+        z_lo, z_hi = 0.0, 1.0
+
+    def to_p(zz):
+        """Parameters and dp/dz, both (A, 9)."""
+        if bounds_mode == "sigmoid":
+            sig = torch.sigmoid(zz)
+            return lo + width * sig, width * sig * (1 - sig)
+        return lo + width * zz, width.expand_as(zz)
 
     def residual(zz, yy):
         """Residuals and cost at zz, no Jacobian: (A, V), (A,)."""
-        p = lo + width * torch.sigmoid(zz)
+        p, _ = to_p(zz)
         rr = loop_model_torch(v, p, rising=rising) - yy
         return rr, (rr * rr).sum(dim=1)
 
     def normal_eqs(zz, yy):
         """J^T J (A, 9, 9), J^T r (A, 9), r (A, V), cost (A,) at zz (J w.r.t. z)."""
-        sig = torch.sigmoid(zz)
-        p = lo + width * sig
+        p, dpdz = to_p(zz)
         f, jac = loop_model_jacobian_torch(v, p, rising=rising)
-        jz = jac * (width * sig * (1 - sig))[:, None, :]  # chain rule through the sigmoid: (A, V, 9)
+        jz = jac * dpdz[:, None, :]  # chain rule: (A, V, 9)
         rr = f - yy
         jt = jz.transpose(1, 2)
         return jt @ jz, (jt @ rr[..., None])[..., 0], rr, (rr * rr).sum(dim=1)
@@ -200,7 +214,7 @@ def _lm_batched(
         m = a + lam[:, None, None] * torch.diag_embed(diag) + 1e-12 * eye
         step, info = torch.linalg.solve_ex(m, -g)
         step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
-        z_new = (z + step).clamp(-20.0, 20.0)  # beyond |z| = 20 the sigmoid is flat
+        z_new = (z + step).clamp(z_lo, z_hi)  # projection onto the box
         _, cost_new = residual(z_new, y)
         ok = torch.isfinite(cost_new) & (cost_new < cost)
         rel = (cost - cost_new) / cost.clamp_min(1e-30)
@@ -236,7 +250,7 @@ def _lm_batched(
             y = y_all[act]
     z = z_out
     cost = cost_out
-    p = (lo + width * torch.sigmoid(z)).reshape(n, s, 9)
+    p = to_p(z)[0].reshape(n, s, 9)
     cost = cost.reshape(n, s)
     best = torch.argmin(torch.nan_to_num(cost, nan=float("inf")), dim=1)
     rows = torch.arange(n, device=dev)
