@@ -64,7 +64,19 @@ def resolve_targets(sample: Sample, spec: str | None, *, train_index: np.ndarray
         items = given
     cols, names, units = [], [], []
     info: dict = {}
+    loop_names = _loop_descriptor_names() if sample.loops is not None else ()
+    analysis = None
+    valid = None
     for it in items:
+        if it in loop_names and it not in given:  # loops: computed descriptor
+            if analysis is None:
+                analysis = _loop_analysis(sample)
+                valid = analysis.quality.copy()
+                info["loops"] = _loop_info(analysis)
+            cols.append(analysis.values[it])
+            names.append(it)
+            units.append(_loop_descriptor_unit(it))
+            continue
         if it in given:
             cols.append(sample.targets[:, given.index(it)])
             names.append(it)
@@ -72,9 +84,42 @@ def resolve_targets(sample: Sample, spec: str | None, *, train_index: np.ndarray
             continue
         raise ValueError(
             f"--targets: {it!r} is not a given target of this sample {given or '(none given)'}"
-            + ("" if sample.loops is None else "; loop descriptors are not available in this build")
+            + ("" if sample.loops is None else f"; loop descriptors: {list(loop_names)}")
         )
-    return TargetSet(values=np.stack(cols, axis=1), names=tuple(names), units=tuple(units), info=info)
+    return TargetSet(values=np.stack(cols, axis=1), names=tuple(names), units=tuple(units), valid=valid, info=info)
+
+
+# --- loops: descriptors computed from the sample's loops (structattn.loops) ---
+
+
+def _loop_descriptor_names() -> tuple[str, ...]:
+    from .loops import DESCRIPTORS
+
+    return tuple(DESCRIPTORS)
+
+
+def _loop_descriptor_unit(name: str) -> str:
+    from .loops import DESCRIPTORS
+
+    return DESCRIPTORS[name][0]
+
+
+def _loop_analysis(sample: Sample):
+    """Batched fit of every loop (1 thread: reproducible, and fastest on a busy CPU)."""
+    from .loops import LoopAnalysisConfig, compute_descriptors
+
+    return compute_descriptors(sample.loops, sample.voltage, config=LoopAnalysisConfig(num_threads=1))
+
+
+def _loop_info(analysis) -> dict:
+    """Summary of the loop analysis for config.json (points kept, fit quality, flags)."""
+    return {
+        "method": analysis.method,
+        "trustworthy_share": float(analysis.quality.mean()),
+        "median_fit_r2": float(np.nanmedian(analysis.fit_r2)),
+        "flag_shares": {k: float(v.mean()) for k, v in analysis.flags.items()},
+        "note": "only trustworthy loops (all quality flags clear) are used for training and testing",
+    }
 
 
 def _given_unit(sample: Sample, name: str) -> str:

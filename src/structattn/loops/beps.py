@@ -190,3 +190,47 @@ def structure_from_loops(
         val[~ok] = fill
         return val.reshape(rows, cols)
     raise ValueError(f"source: expected one of {list(STRUCTURE_SOURCES) + list(DESCRIPTORS)}, got {source!r}")
+
+
+def sample_from_beps(path, *, structure_from: str = "response@0V", dataset: str | None = None, seed: int = 0):
+    """A :class:`~structattn.data.sample.Sample` straight from a pyNSID BEPS file.
+
+    The structure image (1, rows, cols) is derived from the spectroscopy (see
+    :func:`structure_from_loops`); points sit on its pixels; loops and voltage are
+    the file's, unrepaired (targets repair them when they compute descriptors).
+
+    Args:
+        path: the ``.h5`` file.
+        structure_from: ``"response@0V"`` or a descriptor name.
+        dataset: HDF5 path of the loop grid; found automatically if None.
+        seed: seed of the fit when the structure is a descriptor map.
+    """
+    from ..data.sample import Sample
+    from .descriptors import LoopAnalysisConfig, compute_descriptors
+
+    grid = read_beps_nsid(path, dataset=dataset)
+    if structure_from == "response@0V":
+        from .preprocess import preprocess_loops
+
+        clean = preprocess_loops(grid.loops, grid.voltage).clean
+        image = structure_from_loops(clean, grid.voltage, grid.shape, source=structure_from)
+    else:
+        from .descriptors import DESCRIPTORS
+
+        if structure_from not in DESCRIPTORS:
+            raise ValueError(
+                f"--structure-from: expected one of {list(STRUCTURE_SOURCES) + list(DESCRIPTORS)}, got {structure_from!r}"
+            )
+        # 1 thread: the image must come out bit-identical when the run folder re-reads it.
+        res = compute_descriptors(grid.loops, grid.voltage, seed=seed, config=LoopAnalysisConfig(num_threads=1))
+        image = structure_from_loops(res.clean_loops, grid.voltage, grid.shape, source=structure_from, analysis=res)
+    meta = dict(grid.meta, structure_from=structure_from)
+    return Sample(
+        image=image[None, :, :],
+        positions=grid.positions,
+        channels=(structure_from,),
+        loops=grid.loops,
+        voltage=grid.voltage,
+        pixel_size=grid.pixel_size,
+        meta=meta,
+    )
