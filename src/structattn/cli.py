@@ -38,7 +38,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder once the new one is complete")
     p.add_argument("--targets", default=None,
                    help="comma-separated targets: given target names (default: all given targets), "
+                        "loop descriptors computed from the loops (e.g. V+,V-,imprint), "
                         "'latent' (all unsupervised loop latents) or 'latent:0,2' (some of them)")
+    p.add_argument("--structure-from", default="response@0V",
+                   help="BEPS .h5 input (no image of its own): derive the structure image from the loops, "
+                        "'response@0V' (default) or a descriptor name such as 'V+' (see docs/loops.md)")
     p.add_argument("--latent-kind", default=d.latent_kind, choices=("vae", "pca", "nmf"),
                    help=f"loop model for --targets latent, fitted on the training split only (default {d.latent_kind})")
     p.add_argument("--latent-size", type=int, default=d.latent_size,
@@ -68,7 +72,7 @@ def _config_from_args(args, source: str):
     from .pipeline import RunConfig
 
     return RunConfig(
-        source=source, targets=args.targets, window=args.window, patch=args.patch, pad_mode=args.pad_mode,
+        source=source, targets=args.targets, structure_from=args.structure_from, window=args.window, patch=args.patch, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, blocks=args.blocks, augment=not args.no_augment,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,

@@ -36,6 +36,7 @@ class RunConfig:
 
     source: str = "synthetic"  # data: an .npz bundle path or "synthetic[:seed=N]"
     targets: str | None = None  # --targets spec; None = the data's given targets
+    structure_from: str = "response@0V"  # BEPS .h5 input: structure image source (loops: response@0V or a descriptor)
     window: int = 32  # patch side in pixels around each point
     patch: int = 4  # token side in pixels (window must be a multiple)
     pad_mode: str = "reflect"  # points near the edge: np.pad mode, or "exclude" to drop them
@@ -193,7 +194,7 @@ def run_pipeline(
     with staged_run_folder(out, overwrite=overwrite) as stage:
         if sample is None:
             say(f"reading {cfg.source}")
-            sample = load_sample(cfg.source)
+            sample = load_sample(cfg.source, structure_from=cfg.structure_from)
         checksum = sample_checksum(sample)
 
         # Points whose patch fits (all of them unless pad_mode == "exclude").

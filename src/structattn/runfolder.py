@@ -162,7 +162,8 @@ class RunFolder:
     def sample(self):
         from .data.io import load_sample, sample_checksum
 
-        s = load_sample(self.config["data"]["source"])
+        s = load_sample(self.config["data"]["source"],
+                        structure_from=self.config["run"].get("structure_from", "response@0V"))  # loops: BEPS .h5
         want = self.config["data"]["checksum"]
         if sample_checksum(s) != want:
             raise ValueError(f"RUN: the data at {self.config['data']['source']} changed since the run (checksum differs)")

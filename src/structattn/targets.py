@@ -77,6 +77,9 @@ def resolve_targets(
     cols, names, units = [], [], []
     info: dict = {}
     arrays: dict = {}
+    loop_names = _loop_descriptor_names() if sample.loops is not None else ()
+    analysis = None
+    valid = None
     for it in items:
         if it == "latent" or it.startswith("latent:"):  # (latent issue) unsupervised loop latents
             vals, lat_names, lat_units, lat_info, lat_arrays = _latent_items(
@@ -87,6 +90,15 @@ def resolve_targets(
             info["latent"] = lat_info
             arrays["latent"] = lat_arrays
             continue
+        if it in loop_names and it not in given:  # loops: computed descriptor
+            if analysis is None:
+                analysis = _loop_analysis(sample)
+                valid = analysis.quality.copy()
+                info["loops"] = _loop_info(analysis)
+            cols.append(analysis.values[it])
+            names.append(it)
+            units.append(_loop_descriptor_unit(it))
+            continue
         if it in given:
             cols.append(sample.targets[:, given.index(it)])
             names.append(it)
@@ -94,11 +106,12 @@ def resolve_targets(
             continue
         raise ValueError(
             f"--targets: {it!r} is not a given target of this sample {given or '(none given)'}"
-            + ("" if sample.loops is None else "; loop descriptors are not available in this build")
+            + ("" if sample.loops is None else f"; loop descriptors: {list(loop_names)}")
         )
     if len(set(names)) != len(names):
         raise ValueError(f"--targets: a target is named twice in {spec!r}: {names}")
-    return TargetSet(values=np.stack(cols, axis=1), names=tuple(names), units=tuple(units), info=info, arrays=arrays)
+    return TargetSet(values=np.stack(cols, axis=1), names=tuple(names), units=tuple(units), valid=valid, info=info,
+                     arrays=arrays)
 
 
 def _given_unit(sample: Sample, name: str) -> str:

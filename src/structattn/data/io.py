@@ -3,6 +3,8 @@
 Sources:
   ``synthetic`` or ``synthetic:seed=3``   the seeded synthetic default (`make_synthetic`)
   ``PATH.npz``                            the NPZ bundle (`load_bundle`)
+  ``PATH.h5``                             a pyNSID BEPS loop grid (`structattn.loops.sample_from_beps`);
+                                          its structure image comes from ``structure_from``
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ def _parse_synthetic(source: str) -> dict:
     return opts
 
 
-def load_sample(source: str | Path) -> Sample:
-    """Read `source` (see module doc) into a validated `Sample`."""
+def load_sample(source: str | Path, *, structure_from: str = "response@0V") -> Sample:
+    """Read `source` (see module doc) into a validated `Sample`.
+
+    ``structure_from`` only matters for BEPS ``.h5`` files, which hold no structure
+    image: ``"response@0V"`` or a loop descriptor name (see docs/loops.md).
+    """
     text = str(source)
     if text == "synthetic" or text.startswith("synthetic:"):
         return make_synthetic(**_parse_synthetic(text))
@@ -41,7 +47,11 @@ def load_sample(source: str | Path) -> Sample:
         raise FileNotFoundError(f"bundle: no such file: {path}")
     if path.suffix.lower() == ".npz":
         return load_bundle(path)
-    raise ValueError(f"bundle: unsupported file type {path.suffix!r} for {path}; expected .npz")
+    if path.suffix.lower() in (".h5", ".hdf5"):  # loops: pyNSID BEPS grid
+        from ..loops.beps import sample_from_beps
+
+        return sample_from_beps(path, structure_from=structure_from)
+    raise ValueError(f"bundle: unsupported file type {path.suffix!r} for {path}; expected .npz or a BEPS .h5")
 
 
 def sample_checksum(sample: Sample) -> str:
