@@ -1,0 +1,21 @@
+"""Scoring explanations: faithfulness, ground truth, agreement, sanity and cost."""
+
+from ..explain.prior import centre_prior
+from .agreement import agreement
+from .cost import PassCounter, measure_cost
+from .faithfulness import deletion_insertion
+from .ground_truth import ground_truth_scores
+from .sanity import randomisation_check, randomise_parameters
+from .suite import evaluate_methods
+
+__all__ = [
+    "PassCounter",
+    "agreement",
+    "centre_prior",
+    "deletion_insertion",
+    "evaluate_methods",
+    "ground_truth_scores",
+    "measure_cost",
+    "randomisation_check",
+    "randomise_parameters",
+]
