@@ -78,8 +78,8 @@ class ShapExplainer(Explainer):
                     with torch.no_grad():
                         return self.model(xm)[:, target].double().numpy()
 
-                np.random.seed(self.seed)
-                explainer = shap.PermutationExplainer(f, masker)
+                # shap re-seeds numpy's global RNG in its constructor (randomly when seed=None)
+                explainer = shap.PermutationExplainer(f, masker, seed=self.seed)
                 ex = explainer(np.ones((1, m)), max_evals=self.max_evals, batch_size=self.batch_size, silent=True)
                 out.append(np.asarray(ex.values[0], dtype=np.float64))
                 base.append(float(np.asarray(ex.base_values).reshape(-1)[0]))
