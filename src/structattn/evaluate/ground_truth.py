@@ -8,12 +8,15 @@ from sklearn.metrics import roc_auc_score
 from ._tokens import as_numpy
 
 
-def ground_truth_scores(maps, masks) -> dict:
+def ground_truth_scores(maps, masks, *, within=None) -> dict:
     """Pixel AUROC of ``|a|`` against the causal masks, and the attribution mass ratio.
 
     Args:
         maps: (M, w, w) attributions (ranked by magnitude).
         masks: (M, w, w) bool ground-truth causal regions (`structattn.data.synthetic.causal_masks`).
+        within: optional (M, w, w) or (w, w) bool region to score inside (AUROC only, e.g.
+            the rule's disk): then only the *classes* matter, not the distance to the
+            centre, and a centre prior scores about 0.5.
 
     Returns:
         ``auroc``: mean over points whose mask is neither empty nor full of the per-point
@@ -33,7 +36,12 @@ def ground_truth_scores(maps, masks) -> dict:
     if a.shape != mk.shape or a.ndim != 3:
         raise ValueError(f"masks: expected the shape of maps {a.shape} (M, w, w), got {mk.shape}")
     a2, m2 = a.reshape(len(a), -1), mk.reshape(len(mk), -1)
-    aucs = [roc_auc_score(m2[i], a2[i]) for i in range(len(a2)) if 0 < m2[i].sum() < m2.shape[1]]
+    if within is not None:
+        wi = np.broadcast_to(np.asarray(within, dtype=bool), mk.shape).reshape(len(mk), -1)
+        sel = [(m2[i][wi[i]], a2[i][wi[i]]) for i in range(len(a2))]
+    else:
+        sel = list(zip(m2, a2))
+    aucs = [roc_auc_score(m, s) for m, s in sel if 0 < m.sum() < len(m)]
     share = (a2 * m2).sum(1) / np.maximum(a2.sum(1), 1e-12)
     area = m2.mean(1)
     has = area > 0
