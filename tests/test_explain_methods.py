@@ -52,12 +52,12 @@ def test_rollout_explainer_matches_function_and_heads_are_averaged():
     torch.testing.assert_close(got, ref)
 
 
-def _reference_gradattn(model, x, target):
+def _reference_gradattn(model, x, target, sign=1.0):
     """Chefer 2021 one point at a time, explicit loops over layers and heads."""
     out = []
     for i in range(len(x)):
         y, ws = model(x[i : i + 1], return_attention=True)
-        grads = torch.autograd.grad(y[0, target], ws)
+        grads = torch.autograd.grad(sign * y[0, target], ws)
         t = ws[0].shape[-1]
         r = torch.eye(t)
         for a, g in zip(ws, grads):
@@ -76,6 +76,12 @@ def test_gradattn_equals_step_by_step_reference():
     for target in (0, 1):
         got = GradAttnExplainer(model).attribute(x, target=target)[:, ::4, ::4].reshape(4, -1)
         torch.testing.assert_close(got, _reference_gradattn(model, x, target), rtol=1e-4, atol=1e-6)
+    # polarity: "negative" explains -y_k, "both" adds the two relevances
+    neg = GradAttnExplainer(model, polarity="negative").attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
+    torch.testing.assert_close(neg, _reference_gradattn(model, x, 0, sign=-1.0), rtol=1e-4, atol=1e-6)
+    both = GradAttnExplainer(model, polarity="both").attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
+    pos = GradAttnExplainer(model).attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
+    torch.testing.assert_close(both, pos + neg, rtol=1e-4, atol=1e-6)
 
 
 def test_gradattn_depends_on_target():

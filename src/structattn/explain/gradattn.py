@@ -7,6 +7,11 @@ of ``y_k`` with respect to it, positive part kept, heads averaged:
 to itself through the residual stream) and accumulates first layer first,
 ``R ← R + Ā_l · R``. The map is the [CLS] row of ``R`` over the patch tokens. Unlike raw
 attention and rollout it is specific to the target and non-negative by construction.
+
+Regression caveat: the clamp keeps *positive* evidence only. For a property that a
+structure lowers (e.g. a-domains lower ``height``), the causal tokens get no relevance for
+``y_k``; they do for ``-y_k``. ``polarity="negative"`` explains ``-y_k`` and ``"both"``
+adds the two relevances (one forward, two backward passes). The default is Chefer's.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class GradAttnExplainer(Explainer):
     Args:
         model: a `ViTRegressor` (its ``forward(x, return_attention=True)`` must return the
             attention weights in the autograd graph).
+        polarity: ``"positive"`` (Chefer: what raises output k), ``"negative"`` (what
+            lowers it) or ``"both"`` (sum of the two relevances).
 
     Example:
         >>> from structattn.nets.vit import ViTConfig, ViTRegressor
@@ -46,18 +53,22 @@ class GradAttnExplainer(Explainer):
     name = "gradattn"
     needs_target = True
 
-    def __init__(self, model: nn.Module) -> None:
+    POLARITIES = ("positive", "negative", "both")
+
+    def __init__(self, model: nn.Module, *, polarity: str = "positive") -> None:
         super().__init__(model)
+        if polarity not in self.POLARITIES:
+            raise ValueError(f"polarity: expected one of {self.POLARITIES}, got {polarity!r}")
+        self.polarity = polarity
 
     def _attribute(self, patches: torch.Tensor, *, target: int | None) -> torch.Tensor:
+        signs = {"positive": (1.0,), "negative": (-1.0,), "both": (1.0, -1.0)}[self.polarity]
+        rel = 0.0
         with torch.enable_grad():
             y, weights = self.model(patches, return_attention=True)
-            for w in weights:
-                w.retain_grad()
-            # Points are independent (no batch-norm), so the gradient of the sum over the
-            # batch gives each point its own d y_k / d A in one backward pass.
-            y[:, target].sum().backward()
-        grads = [w.grad for w in weights]
-        self.model.zero_grad(set_to_none=True)
-        rel = gradattn_relevance([w.detach() for w in weights], grads)[:, 0, 1:]  # (B, g*g)
+            for i, sign in enumerate(signs):
+                # Points are independent (no batch-norm), so the gradient of the sum over
+                # the batch gives each point its own d y_k / d A in one backward pass.
+                grads = torch.autograd.grad(sign * y[:, target].sum(), weights, retain_graph=i + 1 < len(signs))
+                rel = rel + gradattn_relevance([w.detach() for w in weights], list(grads))[:, 0, 1:]  # (B, g*g)
         return tokens_to_pixels(rel, patch=self.model.cfg.patch)
