@@ -6,7 +6,7 @@ from .cost import PassCounter, measure_cost
 from .faithfulness import deletion_insertion
 from .ground_truth import ground_truth_scores
 from .sanity import randomisation_check, randomise_parameters
-from .suite import evaluate_methods
+from .suite import evaluate_methods, scores_for_json
 
 __all__ = [
     "PassCounter",
@@ -18,4 +18,5 @@ __all__ = [
     "measure_cost",
     "randomisation_check",
     "randomise_parameters",
+    "scores_for_json",
 ]

@@ -19,11 +19,9 @@ class PassCounter:
     Example:
         >>> m = nn.Linear(3, 1)
         >>> with PassCounter(m) as c:
-        ...     m(torch.zeros(5, 3)).sum()
-        ...
-        tensor(0., grad_fn=<SumBackward0>)
-        >>> c.forwards
-        5
+        ...     m(torch.zeros(5, 3)).sum().backward()
+        >>> c.forwards, c.backwards
+        (5, 5)
     """
 
     def __init__(self, model: nn.Module) -> None:

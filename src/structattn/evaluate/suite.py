@@ -119,3 +119,25 @@ def evaluate_methods(
             scores[tname][name]["agreement_spearman"] = rho[name]
             scores[tname][name]["agreement_topk"] = top[name]
     return scores, maps
+
+
+def scores_for_json(scores: dict, *, curves: bool = True) -> dict:
+    """`evaluate_methods` scores as strict JSON (NaN/inf -> None), optionally without curves.
+
+    Example:
+        >>> scores_for_json({"V+": {"ig": {"auroc": float("nan"), "curves": {}}}}, curves=False)
+        {'V+': {'ig': {'auroc': None}}}
+    """
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items() if curves or k != "curves"}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (float, np.floating)):
+            return float(v) if np.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    return clean(scores)

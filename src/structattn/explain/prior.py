@@ -23,7 +23,7 @@ def centre_prior(window: int, *, sigma: float | None = None) -> np.ndarray:
             does not depend on sigma: only the distance to the centre does.)
 
     Example:
-        >>> centre_prior(8)[4, 4]
+        >>> float(centre_prior(8)[4, 4])
         1.0
     """
     if not isinstance(window, (int, np.integer)) or window < 1:

@@ -25,7 +25,7 @@ def rollout(weights: list[torch.Tensor], *, residual: float = 0.5) -> torch.Tens
     Example:
         >>> a = torch.full((1, 2, 3, 3), 1 / 3)
         >>> rollout([a, a])[0, 0]
-        tensor([0.4167, 0.2917, 0.2917])
+        tensor([0.5000, 0.2500, 0.2500])
     """
     if not weights:
         raise ValueError("weights: expected at least one layer of attention weights, got none")
