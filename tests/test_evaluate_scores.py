@@ -86,6 +86,10 @@ def test_agreement_identical_opposite_and_shape_errors():
     assert rho["a"]["b"] == pytest.approx(-1.0) and top["a"]["b"] == 0.0
     with pytest.raises(ValueError, match="maps_by_method"):
         agreement({"a": a, "b": a[:2]}, patch=4)
+    # token size inferred from token-constant maps: same result as patch=4
+    tok = a.reshape(5, 4, 4, 4, 4).mean((2, 4)).repeat(4, 1).repeat(4, 2)
+    tok2 = np.sqrt(tok)
+    assert agreement({"a": tok, "b": tok2})[1]["a"]["b"] == agreement({"a": tok, "b": tok2}, patch=4)[1]["a"]["b"] == 1.0
 
 
 def test_pass_counter_counts_forwards_and_backwards():

@@ -25,3 +25,21 @@ def token_scores(maps, *, patch: int) -> np.ndarray:
     b, w, _ = a.shape
     g = w // patch
     return a.reshape(b, g, patch, g, patch).mean((2, 4)).reshape(b, g * g)
+
+
+def infer_patch(maps) -> int:
+    """Largest token side p (dividing w) such that every map is constant on its p x p tokens.
+
+    Token-level methods repeat one score over a token's pixels, so p is recoverable
+    exactly; pixel-level maps give 1.
+    """
+    a = as_numpy(maps)
+    if a.ndim != 3:
+        raise ValueError(f"maps: expected (B, w, w), got shape {a.shape}")
+    w = a.shape[-1]
+    for p in sorted((d for d in range(2, w + 1) if w % d == 0), reverse=True):
+        g = w // p
+        blocks = a.reshape(len(a), g, p, g, p)
+        if np.allclose(blocks, blocks[:, :, :1, :, :1]):
+            return p
+    return 1

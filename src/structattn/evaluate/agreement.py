@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from ._tokens import token_scores
+from ._tokens import infer_patch, token_scores
 
 
 def _spearman_rows(a: np.ndarray, b: np.ndarray) -> float:
@@ -24,13 +24,14 @@ def _topk(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ta, tb)]))
 
 
-def agreement(maps_by_method: dict, *, patch: int, k: int | None = None) -> tuple[dict, dict]:
+def agreement(maps_by_method: dict, *, patch: int | None = None, k: int | None = None) -> tuple[dict, dict]:
     """Pairwise token-level agreement of methods explaining the same points and target.
 
     Args:
         maps_by_method: name -> (M, w, w) maps of the same points.
         patch: token side in pixels (compared at token level: ties inside a token are not
-            information).
+            information); default: inferred from the maps (the largest p on which every
+            map is constant), 1 for pixel-level maps.
         k: top-k tokens for the overlap; default 10 % of the tokens (at least 1).
 
     Returns:
@@ -39,12 +40,14 @@ def agreement(maps_by_method: dict, *, patch: int, k: int | None = None) -> tupl
 
     Example:
         >>> x = np.random.default_rng(0).random((3, 8, 8))
-        >>> rho, top = agreement({"a": x, "b": x}, patch=4)
+        >>> rho, top = agreement({"a": x, "b": x})
         >>> rho["a"]["b"], top["a"]["b"]
         (1.0, 1.0)
     """
     if not maps_by_method:
         raise ValueError("maps_by_method: expected at least one method's maps, got none")
+    if patch is None:
+        patch = min(infer_patch(m) for m in maps_by_method.values())
     tok = {name: token_scores(m, patch=patch) for name, m in maps_by_method.items()}
     shapes = {name: t.shape for name, t in tok.items()}
     if len(set(shapes.values())) != 1:
