@@ -6,10 +6,12 @@ from .cost import PassCounter, measure_cost
 from .faithfulness import deletion_insertion
 from .ground_truth import ground_truth_scores
 from .sanity import randomisation_check, randomise_parameters
-from .suite import evaluate_methods, scores_for_json
+from .suite import TABLE_COLUMNS, comparison_rows, evaluate_methods, scores_for_json
 
 __all__ = [
     "PassCounter",
+    "TABLE_COLUMNS",
+    "comparison_rows",
     "agreement",
     "centre_prior",
     "deletion_insertion",

@@ -141,3 +141,46 @@ def scores_for_json(scores: dict, *, curves: bool = True) -> dict:
         return v
 
     return clean(scores)
+
+
+TABLE_COLUMNS = (
+    ("auroc", "GT AUROC"),
+    ("auroc_within", "in-region AUROC"),
+    ("mass_ratio", "mass ratio"),
+    ("deletion_auc", "deletion AUC (lower better)"),
+    ("insertion_auc", "insertion AUC (higher better)"),
+    ("agreement_mean", "mean ρ with other methods"),
+    ("randomisation_spearman", "randomisation ρ (near 0 passes)"),
+    ("forwards_per_point", "forwards / point"),
+    ("backwards_per_point", "backwards / point"),
+    ("seconds_per_point", "s / point"),
+)
+
+
+def comparison_rows(scores: dict) -> list[dict]:
+    """Flat rows (target, method, the `TABLE_COLUMNS` keys) for a report table.
+
+    The random order appears as method ``"random order"`` with its deletion/insertion AUCs;
+    ``agreement_mean`` is the mean Spearman with the other methods (centre prior excluded).
+
+    Example:
+        >>> s = {"V+": {"ig": {"auroc": 0.9, "agreement_spearman": {"ig": 1.0, "shap": 0.5}},
+        ...             "_random": {"deletion_auc": 0.5, "insertion_auc": 0.4}}}
+        >>> [r["method"] for r in comparison_rows(s)], comparison_rows(s)[0]["agreement_mean"]
+        (['ig', 'random order'], 0.5)
+    """
+    rows = []
+    for target, per in scores.items():
+        for method, r in per.items():
+            if method.startswith("_"):
+                continue
+            rho = r.get("agreement_spearman", {})
+            others = [v for k, v in rho.items() if k not in (method, "centre") and v is not None and np.isfinite(v)]
+            row = {"target": target, "method": method}
+            for key, _ in TABLE_COLUMNS:
+                row[key] = float(np.mean(others)) if key == "agreement_mean" and others else r.get(key)
+            rows.append(row)
+        if "_random" in per:
+            rows.append({"target": target, "method": "random order",
+                         **{k: per["_random"].get(k) for k, _ in TABLE_COLUMNS}})
+    return rows
