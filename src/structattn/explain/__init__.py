@@ -12,7 +12,6 @@ from .gradattn import GradAttnExplainer, gradattn_relevance
 from .prior import CentrePriorExplainer, centre_prior
 from .rollout import RolloutExplainer, rollout
 from .shapley import ShapExplainer
-from .store import read_explanations, write_explanations
 
 # name -> class; the CLI's --methods picks from these keys.
 EXPLAINERS: dict[str, type[Explainer]] = {
@@ -59,8 +58,6 @@ __all__ = [
     "gradattn_relevance",
     "make_explainer",
     "pixels_to_tokens",
-    "read_explanations",
     "rollout",
     "tokens_to_pixels",
-    "write_explanations",
 ]
