@@ -87,6 +87,8 @@ def _do_run(args, source: str) -> int:
     cfg = _config_from_args(args, source)
     t0 = time.perf_counter()
     result = run_pipeline(cfg, args.out, overwrite=args.overwrite, log=lambda m: console.print(f"[dim]•[/] {m}"))
+    if getattr(args, "score", True):
+        _explain_and_score(result.out, methods=cfg.methods, points=cfg.points, seed=cfg.seed, quiet=args.quiet)
     console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s → {result.out}/report.html")
     return 0
 
@@ -105,9 +107,45 @@ def _add_demo(p):
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
 
 
+# --- issue 4: explanations compared and scored -----------------------------------------
+def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool) -> dict:
+    from .explain_run import explain_run
+    from .report.html import write_report
+
+    step = None if quiet else (lambda s: console.print(f"[dim]  explaining and scoring {s}[/]"))
+    section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step)
+    write_report(run_dir)
+    for target, per in section["scores"].items():
+        row = ", ".join(f"{m} {v['auroc']:.2f}" for m, v in per.items()
+                        if not m.startswith("_") and v.get("auroc") is not None)
+        if row:
+            console.print(f"[dim]•[/] ground-truth AUROC, {target}: {row}")
+    return section
+
+
+def cmd_explain(args) -> int:
+    t0 = time.perf_counter()
+    _explain_and_score(args.run, methods=args.methods, points=args.points, seed=args.seed, quiet=args.quiet)
+    console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s → {args.run}/metrics.json, "
+                  f"explanations.h5, report.html")
+    return 0
+
+
+def _add_explain(p):
+    p.add_argument("run", help="a run folder written by `structattn run`")
+    p.add_argument("--methods", default="attention,rollout,gradattn,shap,ig,occlusion",
+                   help="comma-separated: attention, rollout, gradattn, shap, ig, occlusion (default all)")
+    p.add_argument("--points", default="test", help="points to explain: test, all or N test points (default test)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the point choice, SHAP and the randomisation check")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+# ----------------------------------------------------------------------------------------
+
+
 SUBCOMMANDS = {
     "run": ("train on a data bundle, explain, and write a run folder", lambda p: _add_run_options(p, demo=False), cmd_run),
     "demo": ("run the whole pipeline on the bundled synthetic default data", _add_demo, cmd_demo),
+    "explain": ("explain a run with several methods and score them (faithfulness, ground truth, "
+                "agreement, randomisation, cost)", _add_explain, cmd_explain),
 }
 
 

@@ -1,0 +1,41 @@
+"""Figures for docs/explanations.md from bench/results/explain.json and its .maps.npz.
+
+Run after ``bench/bench_explain.py``: ``PYTHONPATH=src python bench/plot_explain.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from structattn.report.explain_figures import plot_curves, plot_method_maps, plot_score_bars
+
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parent / "docs" / "img"
+METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion", "centre"]
+
+
+def main() -> None:
+    res = json.loads((HERE / "results" / "explain.json").read_text())
+    z = np.load(HERE / "results" / "explain.maps.npz")
+    DOCS.mkdir(parents=True, exist_ok=True)
+    targets = list(res["model_test_r2"])
+    pick = [0, 5, 11, 17]  # four fixed points of the 64
+    for t in ("V+", "V-"):
+        maps = {m: z[f"{t}/{m}"][pick] for m in METHODS}
+        fig = plot_method_maps(z["patches"][pick, 0], maps, masks=z[f"mask/{t}"][pick],
+                               row_labels=[f"pt {p}" for p in z["points"][pick]])
+        fig.suptitle(f"{t}: same points, every method (cyan: true causal region)", fontsize=9)
+        fig.savefig(DOCS / f"explain_maps_{t.replace('+', 'plus').replace('-', 'minus')}.png", dpi=110)
+    rows = res["rows"]
+    for metric, ref in (("auroc", 0.5), ("auroc_within", 0.5), ("randomisation_spearman", 0.0)):
+        vals = {t: {r["method"]: r[metric] for r in rows if r["target"] == t} for t in targets}
+        plot_score_bars(vals, metric=metric, reference=ref).savefig(DOCS / f"explain_{metric}.png", dpi=110)
+    print("wrote", sorted(p.name for p in DOCS.glob("explain_*.png")))
+
+
+if __name__ == "__main__":
+    main()
