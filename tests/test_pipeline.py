@@ -19,8 +19,9 @@ def test_small_run_learns_and_attends_to_the_causal_region(small_run):
         # the small config (2 layers, 40 epochs, 300 training points) is weaker than the demo (R² >= 0.8)
         assert m["targets"][name]["r2"] > 0.5, (name, m["targets"][name])
     for name in ("V+", "height"):
-        gt = m["ground_truth"]["scores"]["attention"][name]
-        assert gt["ratio"] > 1.5, gt  # attention concentrates on the rule's region beyond its area share
+        gt = m["explanations"]["scores"][name]["attention"]
+        # attention concentrates on the rule's causal region beyond its area share
+        assert gt["mass_ratio"] > 1.5 and gt["auroc"] > 0.8, gt
 
 
 def test_run_folder_contract(small_run):

@@ -86,9 +86,9 @@ def _do_run(args, source: str) -> int:
 
     cfg = _config_from_args(args, source)
     t0 = time.perf_counter()
-    result = run_pipeline(cfg, args.out, overwrite=args.overwrite, log=lambda m: console.print(f"[dim]•[/] {m}"))
-    if getattr(args, "score", True):
-        _explain_and_score(result.out, methods=cfg.methods, points=cfg.points, seed=cfg.seed, quiet=args.quiet)
+    say = lambda m: console.print(f"[dim]•[/] {m}")  # noqa: E731
+    step = None if args.quiet else (lambda m: console.print(f"[dim]  explaining and scoring {m}[/]"))
+    result = run_pipeline(cfg, args.out, overwrite=args.overwrite, log=say, progress=step)
     console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s → {result.out}/report.html")
     return 0
 

@@ -45,11 +45,16 @@ def explain_run(
     options: dict | None = None,
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
+    sample=None,
 ) -> dict:
-    """Explain and score a run folder in place; returns the ``explanations`` metrics section."""
+    """Explain and score a run folder in place; returns the ``explanations`` metrics section.
+
+    ``sample`` (optional) is the run's already loaded `Sample`, saving a re-read.
+    """
     rf = RunFolder(run_dir)
     names = parse_methods(methods)
-    trained, sample = rf.model, rf.sample
+    trained = rf.model
+    sample = rf.sample if sample is None else sample
     window = trained.window
     split = rf.predictions["split"]
     index = _points(split, str(points), seed=seed)

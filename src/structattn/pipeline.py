@@ -20,8 +20,7 @@ from . import __version__
 from .data.io import load_sample, sample_checksum
 from .data.patches import PAD_MODES, extract_patches, patch_inside
 from .data.sample import Sample
-from .evaluate.causal import causal_share
-from .explain import EXPLAINERS, make_explainer
+from .explain import EXPLAINERS
 from .nets.vit import ViTConfig
 from .runfolder import atomic_write_json, staged_run_folder, write_explanations
 from .targets import TargetSet, resolve_targets
@@ -52,7 +51,7 @@ class RunConfig:
     val_fraction: float = 0.15  # share of blocks for validation
     test_fraction: float = 0.2  # share of blocks for test
     buffer: int | None = None  # px around val/test blocks without training points; None = window // 4
-    methods: tuple[str, ...] = ("attention",)  # explanation methods
+    methods: tuple[str, ...] = ("attention", "rollout", "gradattn")  # fast methods by default; shap/ig/occlusion via --methods or `structattn explain`
     points: str = "test"  # which points to explain: "test", "all" or a number of test points
     gallery: int = 8  # test points shown with overlays in the report
     seed: int = 0  # seeds split, weights, batches, augmentation and explanations
@@ -118,57 +117,6 @@ def choose_points(split_test: np.ndarray, n_points: int, spec: str, *, seed: int
     return np.sort(np.random.default_rng(seed).choice(split_test, size=n, replace=False))
 
 
-def explain_maps(
-    trained: TrainedModel,
-    patches: np.ndarray,
-    *,
-    methods: tuple[str, ...],
-    batch_size: int = 64,
-    progress: Callable[[str, int], None] | None = None,
-) -> tuple[dict, dict]:
-    """Maps {method: {target: (M, w, w)}} and seconds per point {method: s} for raw patches."""
-    x = trained.standardise(patches)
-    maps: dict = {}
-    cost: dict = {}
-    for method in methods:
-        explainer = make_explainer(method, trained.model)
-        t0 = time.perf_counter()
-        per_target: dict = {}
-        if not explainer.needs_target:
-            chunks = [explainer.attribute(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-            shared = torch.cat(chunks).numpy()
-            per_target = {name: shared for name in trained.target_names}
-            if progress:
-                progress(method, len(x))
-        else:
-            for k, name in enumerate(trained.target_names):
-                chunks = []
-                for i in range(0, len(x), batch_size):
-                    chunks.append(explainer.attribute(x[i : i + batch_size], target=k))
-                    if progress:
-                        progress(method, len(chunks[-1]) / len(trained.target_names))
-                per_target[name] = torch.cat(chunks).numpy()
-        maps[method] = per_target
-        cost[method] = (time.perf_counter() - t0) / max(len(x), 1)
-    return maps, cost
-
-
-def ground_truth_scores(sample: Sample, index: np.ndarray, maps: dict, *, window: int) -> dict:
-    """{method: {target: causal_share}} where the sample carries generator ground truth."""
-    if sample.truth is None or sample.labels is None:
-        return {}
-    from .data.synthetic import causal_masks
-
-    out: dict = {}
-    for method, per_target in maps.items():
-        for target, m in per_target.items():
-            if target not in sample.truth["classes"]:
-                continue
-            masks = causal_masks(sample, target=target, window=window, index=index)
-            out.setdefault(method, {})[target] = causal_share(m, masks)
-    return out
-
-
 def run_pipeline(
     cfg: RunConfig,
     out: str | Path,
@@ -176,7 +124,7 @@ def run_pipeline(
     sample: Sample | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run everything and write the run folder `out` (atomically).
 
@@ -186,7 +134,7 @@ def run_pipeline(
         sample: an already loaded sample (else ``cfg.source`` is read).
         overwrite: replace an existing run folder once the new one is complete.
         log: receives one-line progress messages.
-        progress: receives (stage, amount) ticks during explanation.
+        progress: receives one line per explanation/scoring step.
     """
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -258,9 +206,6 @@ def run_pipeline(
             say(f"test {name}: R² {scores[name]['r2']:.3f}, MAE {scores[name]['mae']:.3g} {scores[name]['unit']}")
 
         index = choose_points(test_idx, sample.n_points, cfg.points, seed=cfg.seed)
-        say(f"explaining {len(index)} points with {', '.join(cfg.methods)}")
-        maps, cost = explain_maps(trained, patches[index], methods=cfg.methods, progress=progress)
-        truth = ground_truth_scores(sample, index, maps, window=cfg.window)
 
         split_labels = np.full(sample.n_points, -1)
         split_labels[train_idx], split_labels[val_idx], split_labels[test_idx] = 0, 1, 2
@@ -276,16 +221,7 @@ def run_pipeline(
                 "why": "whole spatial blocks are held out: neighbouring patches overlap, a random split leaks",
             },
             "training": history,
-            "explanations": {"n_points": int(len(index)), "seconds_per_point": cost},
         }
-        if truth:
-            metrics["ground_truth"] = {
-                "definition": "share of |attribution| inside the rule's causal region / that region's area share",
-                "scores": truth,
-            }
-            for name, s in truth.get("attention", {}).items():
-                say(f"attention in causal region, {name}: {s['share']:.2f} vs area {s['area_share']:.2f} "
-                    f"(ratio {s['ratio']:.2f})")
 
         trained.save(stage / "model.pt")
         np.savez_compressed(stage / "predictions.npz", point_index=np.arange(sample.n_points),
@@ -293,7 +229,7 @@ def run_pipeline(
                             target_names=np.array(targets.names), units=np.array(targets.units))
         for key, arrs in targets.arrays.items():  # e.g. latent.npz (latent maps, traversals)
             np.savez_compressed(stage / f"{key}.npz", **arrs)
-        write_explanations(stage / "explanations.h5", point_index=index, maps=maps,
+        write_explanations(stage / "explanations.h5", point_index=index, maps={},
                            attrs={"window": cfg.window, "patch": cfg.patch, "pad_mode": cfg.pad_mode})
         atomic_write_json(stage / "metrics.json", metrics)
         atomic_write_json(stage / "config.json", {
@@ -309,6 +245,18 @@ def run_pipeline(
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        # Explanation stage: the same code as `structattn explain RUN` (maps + scores, in place).
+        from .explain_run import explain_run
+
+        say(f"explaining {len(index)} points with {', '.join(cfg.methods)} and scoring them")
+        section = explain_run(stage, methods=cfg.methods, points=cfg.points, seed=cfg.seed, on_step=progress,
+                              sample=sample)
+        for target, per in section["scores"].items():
+            row = ", ".join(f"{m} {v['auroc']:.2f}" for m, v in per.items()
+                            if not m.startswith("_") and v.get("auroc") is not None)
+            if row:
+                say(f"ground-truth AUROC, {target}: {row}")
+        metrics = json.loads((stage / "metrics.json").read_text())
         say("writing report")
         from .report.html import write_report
 

@@ -114,6 +114,39 @@ def resolve_targets(
                      arrays=arrays)
 
 
+# --- loops: descriptors computed from the sample's loops (structattn.loops) ---
+
+
+def _loop_descriptor_names() -> tuple[str, ...]:
+    from .loops import DESCRIPTORS
+
+    return tuple(DESCRIPTORS)
+
+
+def _loop_descriptor_unit(name: str) -> str:
+    from .loops import DESCRIPTORS
+
+    return DESCRIPTORS[name][0]
+
+
+def _loop_analysis(sample: Sample):
+    """Batched fit of every loop (1 thread: reproducible, and fastest on a busy CPU)."""
+    from .loops import LoopAnalysisConfig, compute_descriptors
+
+    return compute_descriptors(sample.loops, sample.voltage, config=LoopAnalysisConfig(num_threads=1))
+
+
+def _loop_info(analysis) -> dict:
+    """Summary of the loop analysis for config.json (points kept, fit quality, flags)."""
+    return {
+        "method": analysis.method,
+        "trustworthy_share": float(analysis.quality.mean()),
+        "median_fit_r2": float(np.nanmedian(analysis.fit_r2)),
+        "flag_shares": {k: float(v.mean()) for k, v in analysis.flags.items()},
+        "note": "only trustworthy loops (all quality flags clear) are used for training and testing",
+    }
+
+
 def _given_unit(sample: Sample, name: str) -> str:
     return str(sample.meta.get("target_units", {}).get(name, ""))
 
