@@ -56,11 +56,17 @@ def _bootstrap(share: np.ndarray, area: np.ndarray, *, n_boot: int, seed: int, l
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, m, size=(min(chunk, n_boot - start), m))  # (b, M)
         out[start : start + len(idx)] = _ratio_of_means(share[idx], area[idx])
+    return _interval(out, level)
+
+
+def _interval(draws: np.ndarray, level: float) -> np.ndarray:
+    """(L, 2) percentile interval of (B, L) bootstrap draws; NaN for all-NaN columns."""
     alpha = (1.0 - level) / 2
-    with np.errstate(invalid="ignore"):
-        return np.nanquantile(out, [alpha, 1 - alpha], axis=0).T if np.isfinite(out).any() else np.full(
-            (share.shape[1], 2), np.nan
-        )
+    ci = np.full((draws.shape[1], 2), np.nan)
+    ok = np.isfinite(draws).any(axis=0)  # a class absent from every point stays NaN
+    if ok.any():
+        ci[ok] = np.nanquantile(draws[:, ok], [alpha, 1 - alpha], axis=0).T
+    return ci
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,9 +188,7 @@ class EnrichmentResult:
                 idx = rng.integers(0, len(sh[g]), len(sh[g]))
                 e[g] = _ratio_of_means(sh[g][idx], ar[g][idx])
             diffs[b] = e["high"] - e["low"]
-        alpha = (1.0 - self.level) / 2
-        with np.errstate(invalid="ignore"):
-            diff_ci = np.nanquantile(diffs, [alpha, 1 - alpha], axis=0).T
+        diff_ci = _interval(diffs, self.level)
         return EnrichmentSplit(
             low=res["low"],
             high=res["high"],
