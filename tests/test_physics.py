@@ -271,3 +271,41 @@ def test_figures_draw(synth, synth_seg):
                     groups={"low": (np.array([1.0, 1.0]), np.array([[0.9, 1.1], [0.9, 1.1]]))})
     plot_point_enrichment(synth.positions, np.linspace(0, 3, synth.n_points), shape=synth.shape, ax=axs[2])
     plt.close(fig)
+
+
+# --- whole-run analysis --------------------------------------------------------------------
+
+
+def test_analyze_domains_all_methods_and_targets(synth, tmp_path):
+    import json
+
+    import h5py
+
+    from structattn.physics import analyze_domains, segmentation_for
+
+    seg = segmentation_for(synth)  # the sample carries labels: they win over segmenting
+    assert seg.method == "given" and seg.names == LABEL_NAMES
+    assert segmentation_for(synth, source="segment").method == "gmm+morphology"
+    idx = np.arange(0, synth.n_points, 3)
+    lp = label_patches(synth.labels, synth.positions[idx], window=16)
+    rng = np.random.default_rng(0)
+    maps = {
+        "attention": {"V+": (lp == 2) + 0.1 * rng.random(lp.shape), "V-": (lp == 3) + 0.1 * rng.random(lp.shape)},
+        "ig": {"V+": rng.normal(size=lp.shape)},
+    }
+    values = {t: synth.targets[idx, synth.target_names.index(t)] for t in ("V+", "V-")}
+    da = analyze_domains(segmentation=seg, positions=synth.positions[idx], window=16, maps=maps,
+                         values=values, point_index=idx, n_boot=100)
+    assert da.results["attention"]["V+"].enriched()["a"]
+    assert da.results["attention"]["V-"].enriched()["wall_cc"]
+    assert not da.results["attention"]["V-"].enriched()["a"]
+    d = da.to_dict()
+    json.dumps(d, allow_nan=False)  # valid JSON, NaN turned into null
+    assert "split" in d["enrichment"]["attention"]["V+"] and "split" in d["enrichment"]["ig"]["V+"]
+    da.write_h5(tmp_path / "domains.h5")
+    with h5py.File(tmp_path / "domains.h5") as f:
+        assert f["attention/V+/per_point"].shape == (len(idx), len(LABEL_NAMES))
+        assert f["labels"].shape == synth.shape
+    with pytest.raises(ValueError, match=r"maps\['ig'\]\['V\+'\]"):
+        analyze_domains(segmentation=seg, positions=synth.positions[idx], window=16,
+                        maps={"ig": {"V+": np.zeros((3, 16, 16))}})

@@ -39,7 +39,7 @@ class PFMImage:
 
     Example:
         >>> pfm = read_pfm("../shared/data/pto_pfm_images/PTO_Funakubo0001.h5")  # doctest: +SKIP
-        >>> pfm.image.shape, pfm.channels
+        >>> pfm.image.shape, pfm.channels  # doctest: +SKIP
         ((4, 256, 256), ('height', 'amplitude', 'deflection', 'phase'))
     """
 

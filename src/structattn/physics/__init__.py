@@ -1,14 +1,18 @@
 """Physics: domain segmentation of the structure image and attribution by domain class."""
 
+from .domains import DomainAnalysis, analyze_domains, segmentation_for
 from .enrichment import EnrichmentResult, EnrichmentSplit, domain_enrichment
 from .segment import CLASS_ORDER, Segmentation, label_patches, segment_domains
 
 __all__ = [
     "CLASS_ORDER",
+    "DomainAnalysis",
     "EnrichmentResult",
     "EnrichmentSplit",
     "Segmentation",
+    "analyze_domains",
     "domain_enrichment",
     "label_patches",
     "segment_domains",
+    "segmentation_for",
 ]

@@ -1,0 +1,192 @@
+"""Attribution by domain class for a whole set of explanations (every method x target).
+
+This is what ``structattn domains RUN`` computes: pick a segmentation (the bundle's labels
+or the unsupervised one), cut label patches aligned with the explained points, and run
+`domain_enrichment` (+ the low/high split by each target) on every ``/<method>/<target>``
+map stack. Pure numpy/h5py: no plotting, no printing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .enrichment import EnrichmentResult, EnrichmentSplit, domain_enrichment
+from .segment import Segmentation, label_patches, segment_domains
+
+SOURCES = ("auto", "labels", "segment")
+
+
+def segmentation_for(sample, *, source: str = "auto", seed: int = 0, amplitude: str = "amplitude",
+                     phase: str = "phase") -> Segmentation | None:
+    """The segmentation to use for a `Sample`, or None when none is available.
+
+    Args:
+        sample: a `structattn.data.sample.Sample`.
+        source: ``"labels"`` (the sample's own ``labels``/``label_names``), ``"segment"``
+            (unsupervised, needs `amplitude` and `phase` channels) or ``"auto"`` (labels if
+            given, else segment if the channels exist, else None).
+        seed: segmentation seed.
+        amplitude, phase: channel names for the unsupervised segmentation.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
+    has_labels = sample.labels is not None
+    has_channels = amplitude in sample.channels and phase in sample.channels
+    if source == "labels" or (source == "auto" and has_labels):
+        if not has_labels:
+            raise ValueError("source: 'labels' asked for, but the sample carries no `labels`")
+        return Segmentation.from_labels(labels=sample.labels, names=sample.label_names)
+    if source == "segment" or (source == "auto" and has_channels):
+        return segment_domains(sample.image, sample.channels, amplitude=amplitude, phase=phase, seed=seed)
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class DomainAnalysis:
+    """Enrichment per (method, target), with the segmentation it used.
+
+    Attributes:
+        segmentation: the `Segmentation` (labels over the whole image).
+        positions: (M, 2) (row, col) of the explained points.
+        point_index: (M,) indices of the explained points into the sample's points.
+        window: patch side in pixels.
+        results: ``{method: {target: EnrichmentResult}}``.
+        splits: ``{method: {target: EnrichmentSplit}}`` (low vs high target value), where
+            values were given.
+
+    Example:
+        >>> from structattn.data.synthetic import make_synthetic
+        >>> s = make_synthetic(seed=0)
+        >>> seg = segmentation_for(s)                      # the generator's labels
+        >>> lp = label_patches(seg.labels, s.positions, window=16)
+        >>> maps = {"oracle": {"V+": (lp == 2) + 0.1}}
+        >>> da = analyze_domains(segmentation=seg, positions=s.positions, window=16, maps=maps, n_boot=100)
+        >>> da.results["oracle"]["V+"].enriched()["a"]
+        True
+    """
+
+    segmentation: Segmentation
+    positions: np.ndarray
+    point_index: np.ndarray
+    window: int
+    results: dict
+    splits: dict = field(default_factory=dict)
+    pad_mode: str = "reflect"
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary for ``metrics.json["domains"]``."""
+        seg = self.segmentation
+        out = {
+            "segmentation": {
+                "method": seg.method,
+                "names": list(seg.names),
+                "fractions": seg.fractions,
+                "confidence": {k: (None if not np.isfinite(v) else float(v)) for k, v in seg.confidence.items()},
+                "notes": dict(seg.notes),
+            },
+            "window": int(self.window),
+            "pad_mode": self.pad_mode,
+            "n_points": int(len(self.point_index)),
+            "enrichment": {},
+        }
+        for method, per_target in self.results.items():
+            out["enrichment"][method] = {}
+            for target, res in per_target.items():
+                entry = _nan_to_none(res.to_dict())
+                split = self.splits.get(method, {}).get(target)
+                if split is not None:
+                    entry["split"] = _nan_to_none(split.to_dict())
+                out["enrichment"][method][target] = entry
+        return out
+
+    def write_h5(self, path) -> None:
+        """Write labels, names, points and per-point / global enrichment to an HDF5 file.
+
+        Layout: ``/labels`` (H, W), ``/names`` (L,), ``/point_index`` (M,), ``/positions``
+        (M, 2), and per ``/<method>/<target>/``: ``per_point`` (M, L), ``enrichment`` (L,),
+        ``ci`` (L, 2), ``share`` (M, L), ``area`` (M, L).
+        """
+        import h5py
+
+        with h5py.File(path, "w") as f:
+            f["labels"] = self.segmentation.labels.astype(np.int16)
+            f["names"] = np.array(self.segmentation.names, dtype=h5py.string_dtype())
+            f["point_index"] = np.asarray(self.point_index, dtype=np.int64)
+            f["positions"] = np.asarray(self.positions, dtype=np.float64)
+            f.attrs["window"] = int(self.window)
+            f.attrs["segmentation_method"] = self.segmentation.method
+            for method, per_target in self.results.items():
+                for target, res in per_target.items():
+                    g = f.create_group(f"{method}/{target}")
+                    g["per_point"] = res.per_point.astype(np.float32)
+                    g["enrichment"] = res.enrichment
+                    g["ci"] = res.ci
+                    g["share"] = res.share.astype(np.float32)
+                    g["area"] = res.area.astype(np.float32)
+
+
+def _nan_to_none(obj):
+    """NaN -> None recursively, so json.dump writes valid JSON (null)."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def analyze_domains(
+    *,
+    segmentation: Segmentation,
+    positions: np.ndarray,
+    window: int,
+    maps: dict,
+    values: dict | None = None,
+    point_index: np.ndarray | None = None,
+    pad_mode: str = "reflect",
+    n_boot: int = 1000,
+    seed: int = 0,
+    quantiles: tuple[float, float] = (1 / 3, 2 / 3),
+) -> DomainAnalysis:
+    """Enrichment of every ``maps[method][target]`` stack over the segmentation's classes.
+
+    Args:
+        segmentation: labels over the whole image.
+        positions: (M, 2) (row, col) of the explained points, in the maps' order.
+        window: patch side (the maps are (M, window, window)).
+        maps: ``{method: {target: (M, window, window) array}}``.
+        values: optional ``{target: (M,) property values}`` for the low/high split.
+        point_index: (M,) indices into the sample's points (stored for reference).
+        pad_mode: the padding the image patches used (label patches must match).
+        n_boot, seed, quantiles: bootstrap and split settings.
+
+    Returns:
+        A `DomainAnalysis`.
+    """
+    pos = np.asarray(positions, dtype=float)
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"positions: expected (M, 2) (row, col), got shape {pos.shape}")
+    lp = label_patches(segmentation.labels, pos, window=window, pad_mode=pad_mode)  # (M, w, w)
+    results: dict[str, dict[str, EnrichmentResult]] = {}
+    splits: dict[str, dict[str, EnrichmentSplit]] = {}
+    for method, per_target in maps.items():
+        for target, stack in per_target.items():
+            arr = np.asarray(stack)
+            if arr.shape != lp.shape:
+                raise ValueError(
+                    f"maps[{method!r}][{target!r}]: expected {lp.shape} (points x window x window), got {arr.shape}"
+                )
+            res = domain_enrichment(arr, lp, names=segmentation.names, n_boot=n_boot, seed=seed)
+            results.setdefault(method, {})[target] = res
+            if values is not None and target in values:
+                v = np.asarray(values[target], dtype=float)
+                if np.isfinite(v).sum() >= 6:
+                    splits.setdefault(method, {})[target] = res.split_by(v, quantiles=quantiles)
+    idx = np.arange(len(pos)) if point_index is None else np.asarray(point_index)
+    return DomainAnalysis(
+        segmentation=segmentation, positions=pos, point_index=idx, window=int(window),
+        results=results, splits=splits, pad_mode=pad_mode,
+    )
