@@ -309,3 +309,22 @@ def test_analyze_domains_all_methods_and_targets(synth, tmp_path):
     with pytest.raises(ValueError, match=r"maps\['ig'\]\['V\+'\]"):
         analyze_domains(segmentation=seg, positions=synth.positions[idx], window=16,
                         maps={"ig": {"V+": np.zeros((3, 16, 16))}})
+
+
+def test_profile_reference_removes_spatial_bias():
+    # Class 1 always sits at the patch centre; a class-blind, centre-looking map "enriches"
+    # it against area, but not against the map's own average profile.
+    rng = np.random.default_rng(0)
+    m, w = 100, 12
+    lab = np.zeros((m, w, w), np.int64)
+    lab[:, 4:8, 4:8] = 1
+    lab |= (rng.random((m, w, w)) < 0.1).astype(np.int64)  # some class-1 pixels anywhere
+    yy, xx = np.mgrid[0:w, 0:w] - w / 2 + 0.5
+    centre = np.exp(-(yy**2 + xx**2) / 8.0)[None] * (1 + 0.1 * rng.random((m, w, w)))
+    by_area = domain_enrichment(centre, lab, names=("c", "a"), n_boot=200)
+    by_prof = domain_enrichment(centre, lab, names=("c", "a"), n_boot=200, reference="profile")
+    assert by_area.enriched()["a"]
+    assert by_prof.ci[1, 0] < 1.0 < by_prof.ci[1, 1], by_prof.ci
+    assert by_prof.to_dict()["reference"] == "profile"
+    with pytest.raises(ValueError, match="reference"):
+        domain_enrichment(centre, lab, names=("c", "a"), reference="disk")

@@ -150,6 +150,7 @@ def analyze_domains(
     n_boot: int = 1000,
     seed: int = 0,
     quantiles: tuple[float, float] = (1 / 3, 2 / 3),
+    reference: str = "area",
 ) -> DomainAnalysis:
     """Enrichment of every ``maps[method][target]`` stack over the segmentation's classes.
 
@@ -162,6 +163,7 @@ def analyze_domains(
         point_index: (M,) indices into the sample's points (stored for reference).
         pad_mode: the padding the image patches used (label patches must match).
         n_boot, seed, quantiles: bootstrap and split settings.
+        reference: ``"area"`` or ``"profile"`` (see `domain_enrichment`).
 
     Returns:
         A `DomainAnalysis`.
@@ -179,7 +181,9 @@ def analyze_domains(
                 raise ValueError(
                     f"maps[{method!r}][{target!r}]: expected {lp.shape} (points x window x window), got {arr.shape}"
                 )
-            res = domain_enrichment(arr, lp, names=segmentation.names, n_boot=n_boot, seed=seed)
+            res = domain_enrichment(
+                arr, lp, names=segmentation.names, n_boot=n_boot, seed=seed, reference=reference
+            )
             results.setdefault(method, {})[target] = res
             if values is not None and target in values:
                 v = np.asarray(values[target], dtype=float)

@@ -29,6 +29,15 @@ reporting.
 
 **Per point**: ``s_ml / f_ml`` with NaN where class l is absent from point m's patch
 (for maps). Points whose map sums to 0 carry no attribution and are left out (counted).
+
+**Reference** (``reference=``): ``"area"`` (default, as above) asks "more than its area?".
+``"profile"`` is a control for spatial bias: a model that simply looks at the patch centre
+is class-blind, yet a class that happens to sit more often near the centres than at the
+rims would look enriched. With ``"profile"`` the area share is replaced by the share the
+class would get under the average map shape, ``f_ml = sum_{y_m = l} pbar / sum pbar`` with
+``pbar`` the mean over points of the normalised |maps|; E = 1 then means "no class
+preference beyond where the method looks on average". The profile is fixed from all
+points (not re-estimated per bootstrap resample).
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ class EnrichmentResult:
         area: (M, L) area share per point and class.
         valid: (M,) bool, False where the map summed to 0 (left out of the statistics).
         n_boot, seed, level: bootstrap settings, kept so `split_by` reproduces them.
+        meta: ``{"reference": "area" | "profile"}``.
 
     Example:
         >>> import numpy as np
@@ -117,14 +127,14 @@ class EnrichmentResult:
         return {n: bool(hi < 1.0) for n, (_, hi) in zip(self.names, self.ci)}
 
     def table(self) -> list[dict]:
-        """One row per class: name, area share, attribution share, enrichment, interval."""
+        """One row per class: name, reference (area or profile) share, attribution share, enrichment, CI."""
         v = self.valid
         rows = []
         for i, n in enumerate(self.names):
             rows.append(
                 {
                     "class": n,
-                    "area_share": float(self.area[v, i].mean()) if v.any() else float("nan"),
+                    "reference_share": float(self.area[v, i].mean()) if v.any() else float("nan"),
                     "attribution_share": float(self.share[v, i].mean()) if v.any() else float("nan"),
                     "enrichment": float(self.enrichment[i]),
                     "ci_low": float(self.ci[i, 0]),
@@ -136,13 +146,15 @@ class EnrichmentResult:
     def to_dict(self) -> dict:
         """JSON-ready summary (no per-point arrays)."""
         return {
-            "statistic": "ratio of means of |attribution| share over area share, per class",
+            "statistic": "ratio of means of |attribution| share over "
+            + ("area share" if self.meta.get("reference", "area") == "area" else "share under the mean map profile")
+            + ", per class",
             "level": self.level,
             "n_boot": self.n_boot,
             "n_points": self.n_points,
             "n_empty_maps": int((~self.valid).sum()),
             "classes": self.table(),
-            **({"meta": self.meta} if self.meta else {}),
+            "reference": self.meta.get("reference", "area"),
         }
 
     def split_by(self, values: np.ndarray, *, quantiles: tuple[float, float] = (1 / 3, 2 / 3)) -> "EnrichmentSplit":
@@ -174,7 +186,7 @@ class EnrichmentResult:
                 raise ValueError(f"values: the {g!r} group has {int(sel.sum())} point(s); need >= 2")
             res[g] = _result(
                 self.names, self.share[sel], self.area[sel], self.valid[sel],
-                n_boot=self.n_boot, seed=self.seed, level=self.level,
+                n_boot=self.n_boot, seed=self.seed, level=self.level, meta=self.meta,
             )
         # Difference high - low: independent bootstrap of each group, same seeds per draw.
         rng = np.random.default_rng(self.seed + 1)
@@ -251,6 +263,7 @@ def domain_enrichment(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    reference: str = "area",
 ) -> EnrichmentResult:
     """Per-class enrichment of attribution over area, globally (with CI) and per point.
 
@@ -262,6 +275,8 @@ def domain_enrichment(
         n_boot: bootstrap resamples over points.
         seed: bootstrap seed (same seed, same interval).
         level: interval coverage, e.g. 0.95.
+        reference: ``"area"`` (class area share) or ``"profile"`` (share under the average
+            map shape: controls for a method's spatial bias, see module doc).
 
     Returns:
         An `EnrichmentResult`.
@@ -289,6 +304,8 @@ def domain_enrichment(
         raise ValueError(f"n_boot: expected an integer >= 10, got {n_boot!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level: expected 0 < level < 1, got {level!r}")
+    if reference not in ("area", "profile"):
+        raise ValueError(f"reference: expected 'area' or 'profile', got {reference!r}")
 
     m, L = a.shape[0], len(names)
     w = np.abs(a).reshape(m, -1)  # (M, P)
@@ -297,5 +314,10 @@ def domain_enrichment(
     total = w.sum(1)  # (M,)
     valid = total > 0
     share = np.einsum("mp,mpl->ml", w, onehot) / np.where(valid, total, 1.0)[:, None]  # (M, L)
-    area = onehot.mean(1)  # (M, L)
-    return _result(names, share, area, valid, n_boot=int(n_boot), seed=seed, level=level)
+    if reference == "area" or not valid.any():
+        area = onehot.mean(1)  # (M, L)
+    else:
+        prof = (w[valid] / total[valid, None]).mean(0)  # (P,) average map shape, sums to 1
+        area = np.einsum("p,mpl->ml", prof, onehot)  # (M, L) class share under that shape
+    return _result(names, share, area, valid, n_boot=int(n_boot), seed=seed, level=level,
+                   meta={"reference": reference})
