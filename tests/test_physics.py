@@ -263,13 +263,21 @@ def test_figures_draw(synth, synth_seg):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from structattn.report.domain_figures import plot_enrichment, plot_point_enrichment, plot_segmentation
+    from structattn.report.domain_figures import (
+        plot_enrichment,
+        plot_enrichment_matrix,
+        plot_point_enrichment,
+        plot_segmentation,
+    )
 
-    fig, axs = plt.subplots(1, 3)
+    fig, axs = plt.subplots(1, 4)
     plot_segmentation(synth_seg.labels, synth_seg.names, ax=axs[0], title="seg")
     plot_enrichment(("a", "b"), np.array([2.0, 0.5]), np.array([[1.5, 2.5], [0.4, 0.6]]), ax=axs[1],
                     groups={"low": (np.array([1.0, 1.0]), np.array([[0.9, 1.1], [0.9, 1.1]]))})
     plot_point_enrichment(synth.positions, np.linspace(0, 3, synth.n_points), shape=synth.shape, ax=axs[2])
+    e = np.array([[2.0, 0.5, np.nan], [1.0, 1.1, 0.9]])
+    ci = np.stack([e * 0.9, e * 1.1], axis=-1)
+    plot_enrichment_matrix(["attention / V+", "ig / V+"], ("a", "c+", "wall"), e, ci, ax=axs[3])
     plt.close(fig)
 
 

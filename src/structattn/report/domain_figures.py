@@ -109,8 +109,9 @@ def plot_enrichment(names, enrichment: np.ndarray, ci: np.ndarray, *, ax=None, t
         err = np.vstack([e - c[:, 0], c[:, 1] - e])
         for i in np.flatnonzero(ok):
             ax.errorbar(x[i] + off, e[i], yerr=np.clip(err[:, i : i + 1], 0, None), fmt=markers[j % 5],
-                        color=cols[i], ecolor="k", elinewidth=0.8, capsize=2, ms=5,
-                        label=label if i == np.flatnonzero(ok)[0] else None)
+                        color=cols[i], mec="k", mew=0.5, ecolor="k", elinewidth=0.8, capsize=2, ms=5)
+        # Legend entry in neutral grey: the colour codes the class, the marker the group.
+        ax.plot([], [], markers[j % 5], color="0.6", mec="k", mew=0.5, label=label)
     ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
     ax.set_yscale("log")
     ax.set_xticks(x)
@@ -160,4 +161,46 @@ def plot_point_enrichment(positions: np.ndarray, values: np.ndarray, *, shape: t
         ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
+    return ax
+
+
+def plot_enrichment_matrix(row_labels, names, enrichment: np.ndarray, ci: np.ndarray, *, ax=None,
+                           title: str | None = None, vmax: float = 4.0):
+    """Heatmap of log2 enrichment: rows (e.g. "method / target") x domain classes.
+
+    Each cell shows the enrichment; ``*`` marks an interval excluding 1 (enriched or
+    depleted), blank cells are classes absent from every patch.
+
+    Args:
+        row_labels: (R,) labels of the rows.
+        names: (L,) class names.
+        enrichment: (R, L) enrichment values.
+        ci: (R, L, 2) intervals.
+        ax: axes (new figure if None).
+        title: optional title.
+        vmax: colour range is log2 in [-log2 vmax, +log2 vmax].
+    """
+    e = np.asarray(enrichment, float)
+    c = np.asarray(ci, float)
+    ax = _ax(ax, figsize=(1.2 + 0.8 * len(names), 0.6 + 0.35 * len(row_labels)))
+    lim = float(np.log2(vmax))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lv = np.clip(np.log2(e), -lim, lim)
+    im = ax.imshow(np.ma.masked_invalid(lv), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for r in range(e.shape[0]):
+        for k in range(e.shape[1]):
+            if not np.isfinite(e[r, k]):
+                continue
+            sig = (c[r, k, 0] > 1.0) or (c[r, k, 1] < 1.0)
+            ax.text(k, r, f"{e[r, k]:.2f}{'*' if sig else ''}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(lv[r, k]) > 0.6 * lim else "black")
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_yticks(np.arange(len(row_labels)))
+    ax.set_yticklabels(row_labels, fontsize=8)
+    cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    cb.set_label("log2 enrichment", fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax
