@@ -336,3 +336,23 @@ def test_profile_reference_removes_spatial_bias():
     assert by_prof.to_dict()["reference"] == "profile"
     with pytest.raises(ValueError, match="reference"):
         domain_enrichment(centre, lab, names=("c", "a"), reference="disk")
+
+
+def test_domains_from_explanations_file(synth, tmp_path):
+    import h5py
+
+    from structattn.physics import domains_from_explanations
+
+    idx = np.arange(0, synth.n_points, 5)
+    lp = label_patches(synth.labels, synth.positions[idx], window=16)
+    with h5py.File(tmp_path / "explanations.h5", "w") as f:
+        f["point_index"] = idx
+        f["attention/V+"] = ((lp == 2) + 0.1).astype(np.float32)
+        f["attention/V-"] = ((lp == 3) + 0.1).astype(np.float32)
+    da = domains_from_explanations(tmp_path / "explanations.h5", sample=synth, n_boot=100)
+    assert da.window == 16 and np.array_equal(da.point_index, idx)
+    assert da.results["attention"]["V+"].enriched()["a"] and "V-" in da.splits["attention"]
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="point_index"):
+        domains_from_explanations(tmp_path / "bad.h5", sample=synth)

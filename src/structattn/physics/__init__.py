@@ -1,6 +1,12 @@
 """Physics: domain segmentation of the structure image and attribution by domain class."""
 
-from .domains import DomainAnalysis, analyze_domains, segmentation_for
+from .domains import (
+    DomainAnalysis,
+    analyze_domains,
+    domains_from_explanations,
+    read_explanations,
+    segmentation_for,
+)
 from .enrichment import EnrichmentResult, EnrichmentSplit, domain_enrichment
 from .segment import CLASS_ORDER, Segmentation, label_patches, segment_domains
 
@@ -12,7 +18,9 @@ __all__ = [
     "Segmentation",
     "analyze_domains",
     "domain_enrichment",
+    "domains_from_explanations",
     "label_patches",
+    "read_explanations",
     "segment_domains",
     "segmentation_for",
 ]

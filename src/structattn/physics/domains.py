@@ -194,3 +194,63 @@ def analyze_domains(
         segmentation=segmentation, positions=pos, point_index=idx, window=int(window),
         results=results, splits=splits, pad_mode=pad_mode,
     )
+
+
+def read_explanations(path) -> tuple[np.ndarray, dict]:
+    """Read a run's ``explanations.h5`` (DESIGN.md contract).
+
+    Returns:
+        ``(point_index (M,), {method: {target: (M, w, w) float32}})``.
+
+    Raises:
+        ValueError: the file lacks ``/point_index`` or holds no (M, w, w) map stacks.
+    """
+    import h5py
+
+    maps: dict[str, dict[str, np.ndarray]] = {}
+    with h5py.File(path, "r") as f:
+        if "point_index" not in f:
+            raise ValueError(f"path: {str(path)!r} has no /point_index (not an explanations.h5?)")
+        idx = np.asarray(f["point_index"][()], dtype=np.int64)
+        for method, grp in f.items():
+            if not isinstance(grp, h5py.Group):
+                continue
+            for target, ds in grp.items():
+                if isinstance(ds, h5py.Dataset) and ds.ndim == 3 and ds.shape[0] == len(idx):
+                    maps.setdefault(method, {})[target] = np.asarray(ds[()], dtype=np.float32)
+    if not maps:
+        raise ValueError(f"path: {str(path)!r} holds no /<method>/<target> (M, w, w) maps for {len(idx)} points")
+    return idx, maps
+
+
+def domains_from_explanations(
+    path,
+    *,
+    sample,
+    segmentation: Segmentation | None = None,
+    source: str = "auto",
+    pad_mode: str = "reflect",
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "area",
+) -> DomainAnalysis | None:
+    """`analyze_domains` on a run's ``explanations.h5`` for the `Sample` it was made from.
+
+    The window is read from the maps; the low/high split uses ``sample.targets`` for the
+    targets the maps are named after. Returns None when no segmentation is available
+    (no ``labels`` and no amplitude/phase channels).
+    """
+    idx, maps = read_explanations(path)
+    if idx.min() < 0 or idx.max() >= sample.n_points:
+        raise ValueError(f"point_index: values must lie in 0..{sample.n_points - 1}, got {idx.min()}..{idx.max()}")
+    seg = segmentation if segmentation is not None else segmentation_for(sample, source=source, seed=seed)
+    if seg is None:
+        return None
+    window = next(iter(next(iter(maps.values())).values())).shape[-1]
+    values = None
+    if sample.targets is not None:
+        values = {t: sample.targets[idx, k] for k, t in enumerate(sample.target_names)}
+    return analyze_domains(
+        segmentation=seg, positions=sample.positions[idx], window=window, maps=maps, values=values,
+        point_index=idx, pad_mode=pad_mode, n_boot=n_boot, seed=seed, reference=reference,
+    )
