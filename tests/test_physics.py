@@ -356,3 +356,12 @@ def test_domains_from_explanations_file(synth, tmp_path):
         f["x"] = np.zeros(3)
     with pytest.raises(ValueError, match="point_index"):
         domains_from_explanations(tmp_path / "bad.h5", sample=synth)
+
+
+def test_segment_parameter_errors(synth):
+    with pytest.raises(ValueError, match="a_min_radius"):
+        segment_domains(synth.image, synth.channels, a_min_radius=0)
+    with pytest.raises(ValueError, match="low_ratio"):
+        segment_domains(synth.image, synth.channels, low_ratio=1.5)
+    with pytest.raises(ValueError, match="channels"):
+        segment_domains(synth.image, ("amplitude", "phase"))

@@ -169,6 +169,14 @@ def segment_domains(
             raise ValueError(f"{nm}: channel contains {int((~np.isfinite(arr)).sum())} non-finite pixels")
     if min(amp.shape) < 8:
         raise ValueError(f"image: expected at least 8x8 pixels to segment, got {amp.shape}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma: expected a smoothing width >= 0 px, got {sigma!r}")
+    if not isinstance(a_min_radius, (int, np.integer)) or a_min_radius < 1:
+        raise ValueError(f"a_min_radius: expected an integer >= 1 px, got {a_min_radius!r}")
+    if not 0 < low_ratio < 1:
+        raise ValueError(f"low_ratio: expected 0 < low_ratio < 1, got {low_ratio!r}")
+    if not wall_width >= 0 or not isinstance(min_area, (int, np.integer)) or min_area < 0:
+        raise ValueError(f"wall_width/min_area: expected >= 0 (min_area an integer), got {wall_width!r}/{min_area!r}")
 
     # 1. Polarity. Axis from the doubled-angle mean: both c phases (180 deg apart) add up
     #    in exp(2i theta); the axis is oriented towards `c_plus_phase`. The projection
