@@ -352,6 +352,15 @@ def test_domains_from_explanations_file(synth, tmp_path):
     da = domains_from_explanations(tmp_path / "explanations.h5", sample=synth, n_boot=100)
     assert da.window == 16 and np.array_equal(da.point_index, idx)
     assert da.results["attention"]["V+"].enriched()["a"] and "V-" in da.splits["attention"]
+    import json
+
+    from structattn.physics import write_run_domains
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"V+": {"r2": 0.9}}))
+    write_run_domains(tmp_path, da)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["V+"] == {"r2": 0.9} and metrics["domains"]["file"] == "domains.h5"
+    assert (tmp_path / "domains.h5").exists()
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f["x"] = np.zeros(3)
     with pytest.raises(ValueError, match="point_index"):

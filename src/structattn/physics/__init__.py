@@ -6,6 +6,7 @@ from .domains import (
     domains_from_explanations,
     read_explanations,
     segmentation_for,
+    write_run_domains,
 )
 from .enrichment import EnrichmentResult, EnrichmentSplit, domain_enrichment
 from .segment import CLASS_ORDER, Segmentation, label_patches, segment_domains
@@ -23,4 +24,5 @@ __all__ = [
     "read_explanations",
     "segment_domains",
     "segmentation_for",
+    "write_run_domains",
 ]

@@ -254,3 +254,27 @@ def domains_from_explanations(
         segmentation=seg, positions=sample.positions[idx], window=window, maps=maps, values=values,
         point_index=idx, pad_mode=pad_mode, n_boot=n_boot, seed=seed, reference=reference,
     )
+
+
+def write_run_domains(run_dir, analysis: DomainAnalysis, *, h5_name: str = "domains.h5") -> dict:
+    """Store an analysis in a run folder: ``domains.h5`` and ``metrics.json["domains"]``.
+
+    The rest of ``metrics.json`` is kept as it is (read, one key replaced, written back).
+    Returns the summary dict that was written under ``"domains"``.
+    """
+    import json
+    from pathlib import Path
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ValueError(f"run_dir: {str(run)!r} is not a directory")
+    analysis.write_h5(run / h5_name)
+    summary = analysis.to_dict()
+    summary["file"] = h5_name
+    metrics_path = run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics["domains"] = summary
+    tmp = metrics_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    tmp.replace(metrics_path)  # atomic: a crash never leaves half a metrics.json
+    return summary
