@@ -280,6 +280,19 @@ def test_figures_draw(synth, synth_seg):
     plot_enrichment_matrix(["attention / V+", "ig / V+"], ("a", "c+", "wall"), e, ci, ax=axs[3])
     plt.close(fig)
 
+    from structattn.report.domain_figures import domain_section_figures
+
+    L = len(synth_seg.names)
+    figs = domain_section_figures(
+        labels=synth_seg.labels, names=synth_seg.names, background=synth.image[0], positions=synth.positions,
+        rows=["attention / V+"], enrichment=np.ones((1, L)), ci=np.ones((1, L, 2)),
+        per_point=np.ones((synth.n_points, L)),
+        split=("low V+", np.ones(L), np.ones((L, 2)), "high V+", np.ones(L), np.ones((L, 2))),
+    )
+    assert set(figs) == {"segmentation", "enrichment", "class_maps", "split"}
+    for f in figs.values():
+        plt.close(f)
+
 
 # --- whole-run analysis --------------------------------------------------------------------
 

@@ -204,3 +204,70 @@ def plot_enrichment_matrix(row_labels, names, enrichment: np.ndarray, ci: np.nda
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def domain_section_figures(
+    *,
+    labels: np.ndarray,
+    names,
+    background: np.ndarray,
+    positions: np.ndarray,
+    rows,
+    enrichment: np.ndarray,
+    ci: np.ndarray,
+    per_point: np.ndarray,
+    split: tuple | None = None,
+    row_for_maps: int = 0,
+) -> dict:
+    """The figures of the report's domain section, from arrays.
+
+    Args:
+        labels: (H, W) int segmentation; names: (L,) its classes.
+        background: (H, W) structure channel shown under the segmentation (e.g. amplitude).
+        positions: (M, 2) explained points.
+        rows: (R,) row labels, e.g. ``"attention / V+"``.
+        enrichment: (R, L); ci: (R, L, 2).
+        per_point: (M, L) per-point enrichment of the row `row_for_maps`.
+        split: optional ``(label_low, e_low (L,), ci_low (L, 2), label_high, e_high, ci_high)``
+            for the row `row_for_maps`.
+        row_for_maps: which row the per-class maps and the split show.
+
+    Returns:
+        ``{"segmentation", "enrichment", "class_maps", "split"?: matplotlib Figure}``; the
+        caller saves and closes them.
+    """
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    fig, axs = plt.subplots(1, 2, figsize=(8.5, 3.6))
+    plot_channel(background, ax=axs[0], title="structure")
+    plot_segmentation(labels, names, ax=axs[1], title="domain classes")
+    fig.tight_layout()
+    figs["segmentation"] = fig
+
+    fig, ax = plt.subplots(figsize=(1.8 + 0.9 * len(names), 0.9 + 0.32 * len(rows)))
+    plot_enrichment_matrix(list(rows), names, enrichment, ci, ax=ax,
+                           title="attribution / area per class (* = 95% CI excludes 1)")
+    fig.tight_layout()
+    figs["enrichment"] = fig
+
+    n = len(names)
+    cols = min(n, 3)
+    nrows = int(np.ceil(n / cols))
+    fig, axs = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
+    for k, name in enumerate(names):
+        plot_point_enrichment(positions, per_point[:, k], shape=labels.shape, ax=axs.flat[k],
+                              background=background, title=f"{name}: {rows[row_for_maps]}")
+    for ax in list(axs.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    figs["class_maps"] = fig
+
+    if split is not None:
+        lab_lo, e_lo, ci_lo, lab_hi, e_hi, ci_hi = split
+        fig, ax = plt.subplots(figsize=(1.5 + 0.8 * n, 3.2))
+        plot_enrichment(names, enrichment[row_for_maps], ci[row_for_maps], ax=ax,
+                        groups={lab_lo: (e_lo, ci_lo), lab_hi: (e_hi, ci_hi)}, title=str(rows[row_for_maps]))
+        fig.tight_layout()
+        figs["split"] = fig
+    return figs
