@@ -6,6 +6,7 @@ Bundle keys:
   positions (N,2) float (row, col)  required, image pixels
   loops (N,V) float, voltage (V,)   required unless `targets` is given
   targets (N,K) float, target_names (K,) str   optional: train on these directly
+  target_units (K,) str                        optional
   pixel_size () float metres        optional
   labels (H,W) int, label_names (L,) str       optional domain labels
   truth_radius () float, truth_classes (K,L) bool   optional generator ground truth:
@@ -50,6 +51,8 @@ def save_bundle(sample: Sample, path: str | os.PathLike) -> Path:
     if sample.targets is not None:
         arrays["targets"] = sample.targets
         arrays["target_names"] = np.array(sample.target_names)
+        units = sample.meta.get("target_units", {})
+        arrays["target_units"] = np.array([str(units.get(t, "")) for t in sample.target_names])
     if sample.pixel_size is not None:
         arrays["pixel_size"] = np.array(sample.pixel_size)
     if sample.labels is not None:
@@ -112,7 +115,13 @@ def load_bundle(path: str | os.PathLike) -> Sample:
             labels=data.get("labels"),
             label_names=tuple(str(c) for c in data.get("label_names", ())),
             truth=truth,
-            meta={"source": str(path), "reader": "npz", "sha256": file_sha256(path)},
+            meta={
+                "source": str(path),
+                "reader": "npz",
+                "sha256": file_sha256(path),
+                "target_units": dict(zip((str(t) for t in data.get("target_names", ())),
+                                         (str(u) for u in data.get("target_units", ())))),
+            },
         )
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"bundle {path.name}: {exc}") from None

@@ -190,7 +190,7 @@ def make_synthetic(
         labels=labels,
         label_names=LABEL_NAMES,
         truth={"radius": float(causal_radius), "classes": {k: list(v) for k, v in RULE_CLASSES.items()}},
-        meta={"source": "synthetic", "seed": seed, "size": size, "spacing": spacing},
+        meta={"source": "synthetic", "seed": seed, "size": size, "spacing": spacing, "target_units": dict(TARGET_UNITS)},
     )
 
 

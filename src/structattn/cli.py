@@ -1,0 +1,137 @@
+"""The ``structattn`` command. Only this module prints.
+
+Subcommands are registered in `SUBCOMMANDS` (name -> (add_arguments, handler)); modules
+that add analyses add theirs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+
+
+def _quiet_libraries() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
+    from .data.patches import PAD_MODES
+    from .pipeline import RunConfig
+
+    d = RunConfig()
+    if not demo:
+        p.add_argument("bundle", help="input: an .npz bundle (see docs/data.md) or 'synthetic[:seed=N]'")
+    p.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
+                   help="run folder to create" + (" (default runs/demo)" if demo else ""))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder once the new one is complete")
+    p.add_argument("--targets", default=None,
+                   help="comma-separated targets: given target names (default: all given targets)")
+    p.add_argument("--window", type=int, default=d.window, help=f"patch side in pixels (default {d.window})")
+    p.add_argument("--patch", type=int, default=d.patch, help=f"token side in pixels (default {d.patch})")
+    p.add_argument("--pad-mode", default=d.pad_mode, choices=PAD_MODES,
+                   help=f"points near the edge: pad the image this way, or 'exclude' them (default {d.pad_mode})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed for split, model and explanations (default {d.seed})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum training epochs (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"training batch size (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--dim", type=int, default=d.dim, help=f"transformer width (default {d.dim})")
+    p.add_argument("--depth", type=int, default=d.depth, help=f"transformer blocks (default {d.depth})")
+    p.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
+    p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
+    p.add_argument("--no-augment", action="store_true", help="no random flips/rotations of training patches")
+    p.add_argument("--methods", default=",".join(d.methods),
+                   help=f"explanation methods, comma-separated (default {','.join(d.methods)})")
+    p.add_argument("--points", default=d.points, help="points to explain: test, all or N test points (default test)")
+    p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"), help="where to train (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _config_from_args(args, source: str):
+    from .pipeline import RunConfig
+
+    return RunConfig(
+        source=source, targets=args.targets, window=args.window, patch=args.patch, pad_mode=args.pad_mode,
+        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
+        depth=args.depth, heads=args.heads, blocks=args.blocks, augment=not args.no_augment,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
+        device=args.device, progress=not args.quiet,
+    )
+
+
+def _do_run(args, source: str) -> int:
+    from .pipeline import run_pipeline
+
+    cfg = _config_from_args(args, source)
+    t0 = time.perf_counter()
+    result = run_pipeline(cfg, args.out, overwrite=args.overwrite, log=lambda m: console.print(f"[dim]•[/] {m}"))
+    console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s → {result.out}/report.html")
+    return 0
+
+
+def cmd_run(args) -> int:
+    return _do_run(args, args.bundle)
+
+
+def cmd_demo(args) -> int:
+    console.print("[bold]structattn demo[/]: synthetic PbTiO3-like a/c domains (seed 0) → ViT → attention")
+    return _do_run(args, f"synthetic:seed={args.data_seed}")
+
+
+def _add_demo(p):
+    _add_run_options(p, demo=True)
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+
+
+SUBCOMMANDS = {
+    "run": ("train on a data bundle, explain, and write a run folder", lambda p: _add_run_options(p, demo=False), cmd_run),
+    "demo": ("run the whole pipeline on the bundled synthetic default data", _add_demo, cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="structattn",
+        description="Learn structure-property relationships from microscopy with a Vision Transformer "
+        "and explain them with attention.",
+    )
+    parser.add_argument("--version", action="version", version=f"structattn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add, handler) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    if os.environ.get("STRUCTATTN_DEBUG"):
+        return args.handler(args)
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        console.print(f"[bold red]error:[/] {msg}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]: no run folder was completed")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

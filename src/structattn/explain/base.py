@@ -1,0 +1,59 @@
+"""The one call shape every explanation method shares (Captum's ``attribute``).
+
+An explainer is built on a trained model that maps (B, C, w, w) patches to (B, K) outputs
+and returns, for ``attribute(patches, target=k)``, a (B, w, w) float tensor pixel-aligned
+with the patches. Token-level scores (B, g, g) are upsampled by repeating each token's
+score over its ``p x p`` pixels, which is exact: a token *is* those pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def tokens_to_pixels(scores: torch.Tensor, *, patch: int) -> torch.Tensor:
+    """(B, g*g) or (B, g, g) token scores -> (B, g*patch, g*patch) pixel map (nearest)."""
+    if scores.ndim == 2:
+        g = int(round(scores.shape[1] ** 0.5))
+        if g * g != scores.shape[1]:
+            raise ValueError(f"scores: expected a square number of tokens, got {scores.shape[1]}")
+        scores = scores.reshape(len(scores), g, g)
+    return scores.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
+
+
+class Explainer:
+    """Base class: ``attribute(patches, target=k) -> (B, w, w)``.
+
+    Subclasses set ``name`` and implement `_attribute`. ``needs_target`` is False for
+    methods whose map does not depend on the output (raw attention, rollout).
+    """
+
+    name = "base"
+    needs_target = True
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def _check(self, patches: torch.Tensor, target: int | None) -> None:
+        cfg = getattr(self.model, "cfg", None)
+        if not isinstance(patches, torch.Tensor) or patches.ndim != 4:
+            shape = tuple(patches.shape) if hasattr(patches, "shape") else type(patches).__name__
+            raise ValueError(f"patches: expected a (B, C, w, w) tensor, got {shape}")
+        if cfg is not None and target is not None and not 0 <= target < cfg.n_outputs:
+            raise ValueError(f"target: expected an output index in [0, {cfg.n_outputs}), got {target}")
+        if self.needs_target and target is None:
+            raise ValueError(f"target: the {self.name!r} method explains one output; pass target=k")
+
+    def attribute(self, patches: torch.Tensor, *, target: int | None = None) -> torch.Tensor:
+        """(B, C, w, w) patches -> (B, w, w) attribution maps for output `target`."""
+        self._check(patches, target)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._attribute(patches, target=target).detach().float()
+        finally:
+            self.model.train(was_training)
+
+    def _attribute(self, patches: torch.Tensor, *, target: int | None) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,152 @@
+"""A small Vision Transformer regressor whose attention can be read out.
+
+Tokens are non-overlapping ``patch x patch`` sub-patches of the ``window x window`` input
+(token grid ``g = window // patch``), plus one [CLS] token at index 0 whose final state
+feeds a linear head with ``n_outputs`` values. By default every block uses PyTorch's fused
+``scaled_dot_product_attention``; ``forward(x, return_attention=True)`` switches to an
+explicit softmax path that also returns each layer's (B, heads, T, T) weights, kept in the
+autograd graph so gradient-weighted explanations can call ``.retain_grad()`` on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ViTConfig:
+    """Every architecture option in one place (saved with each trained model)."""
+
+    in_channels: int = 3  # structure channels (amplitude, phase, height, ...)
+    window: int = 32  # patch side in pixels; must be a multiple of `patch`
+    patch: int = 4  # token side in pixels: 4 px keeps domain walls (2-3 px) inside few tokens
+    dim: int = 64  # token width: small data (~1e3 points) wants a small model
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads per block (dim must divide by heads)
+    mlp_ratio: float = 2.0  # hidden width of each block's MLP relative to dim
+    dropout: float = 0.1  # dropout on MLP and attention outputs; regularises small data
+    n_outputs: int = 1  # number of regression targets K
+
+    def __post_init__(self) -> None:
+        if self.window % self.patch:
+            raise ValueError(f"window: expected a multiple of patch={self.patch}, got {self.window}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim: expected a multiple of heads={self.heads}, got {self.dim}")
+        for name in ("in_channels", "window", "patch", "dim", "depth", "heads", "n_outputs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side."""
+        return self.window // self.patch
+
+    @property
+    def n_tokens(self) -> int:
+        """Sequence length T including [CLS]."""
+        return self.grid**2 + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused default path and an explicit weights path."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, *, return_weights: bool = False):
+        b, t, d = x.shape
+        # (B, T, 3D) -> (3, B, heads, T, D/heads)
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        weights = None
+        if return_weights:
+            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, T, T)
+            out = F.dropout(weights, p) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = out.transpose(1, 2).reshape(b, t, d)
+        return self.proj_drop(self.proj(out)), weights
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(hidden, cfg.dim)
+        )
+
+    def forward(self, x: torch.Tensor, *, return_weights: bool = False):
+        a, w = self.attn(self.norm1(x), return_weights=return_weights)
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return x, w
+
+
+class ViTRegressor(nn.Module):
+    """ViT mapping (B, C, window, window) patches to (B, n_outputs) values.
+
+    Example:
+        >>> cfg = ViTConfig(in_channels=2, window=16, patch=4, n_outputs=3)
+        >>> model = ViTRegressor(cfg)
+        >>> y, attn = model(torch.zeros(5, 2, 16, 16), return_attention=True)
+        >>> y.shape, len(attn), attn[0].shape
+        (torch.Size([5, 3]), 4, torch.Size([5, 4, 17, 17]))
+    """
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Conv2d(cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.n_outputs)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, w, w) -> (B, T, dim) embedded tokens with [CLS] first and positions added."""
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-1] != self.cfg.window:
+            raise ValueError(
+                f"x: expected (B, {self.cfg.in_channels}, {self.cfg.window}, {self.cfg.window}), got {tuple(x.shape)}"
+            )
+        t = self.embed(x).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
+        return t + self.pos
+
+    def forward(self, x: torch.Tensor, *, return_attention: bool = False):
+        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer."""
+        h = self.tokens(x)
+        weights = []
+        for blk in self.blocks:
+            h, w = blk(h, return_weights=return_attention)
+            weights.append(w)
+        y = self.head(self.norm(h[:, 0]))
+        return (y, weights) if return_attention else y

@@ -1,0 +1,312 @@
+"""The whole run: data -> targets -> patches -> split -> model -> explanations -> run folder.
+
+`run_pipeline` is what ``structattn run`` and ``structattn demo`` call. It prints nothing;
+progress goes to the optional ``log`` callable (the CLI passes rich's console).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data.io import load_sample, sample_checksum
+from .data.patches import PAD_MODES, extract_patches, patch_inside
+from .data.sample import Sample
+from .evaluate.causal import causal_share
+from .explain import EXPLAINERS, make_explainer
+from .nets.vit import ViTConfig
+from .runfolder import atomic_write_json, staged_run_folder, write_explanations
+from .targets import TargetSet, resolve_targets
+from .train.metrics import regression_scores
+from .train.split import spatial_block_split
+from .train.trainer import TrainConfig, TrainedModel, fit_vit
+
+
+@dataclass
+class RunConfig:
+    """Every option of a run, resolved and saved to ``config.json``."""
+
+    source: str = "synthetic"  # data: an .npz bundle path or "synthetic[:seed=N]"
+    targets: str | None = None  # --targets spec; None = the data's given targets
+    window: int = 32  # patch side in pixels around each point
+    patch: int = 4  # token side in pixels (window must be a multiple)
+    pad_mode: str = "reflect"  # points near the edge: np.pad mode, or "exclude" to drop them
+    dim: int = 64  # transformer width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads
+    epochs: int = 80  # training epochs (upper bound; early stopping)
+    batch_size: int = 64  # training batch size
+    lr: float = 1e-3  # peak learning rate
+    patience: int = 15  # early-stopping patience in epochs
+    augment: bool = True  # random flips / 90-degree turns of training patches
+    blocks: int = 4  # spatial split: blocks per image side
+    val_fraction: float = 0.15  # share of blocks for validation
+    test_fraction: float = 0.2  # share of blocks for test
+    buffer: int | None = None  # px around val/test blocks without training points; None = window // 4
+    methods: tuple[str, ...] = ("attention",)  # explanation methods
+    points: str = "test"  # which points to explain: "test", "all" or a number of test points
+    gallery: int = 8  # test points shown with overlays in the report
+    seed: int = 0  # seeds split, weights, batches, augmentation and explanations
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+    progress: bool = True  # progress bars
+
+    def __post_init__(self) -> None:
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"--pad-mode: expected one of {PAD_MODES}, got {self.pad_mode!r}")
+        if self.window < 8 or self.window % self.patch:
+            raise ValueError(f"--window: expected >= 8 and a multiple of patch={self.patch}, got {self.window}")
+        if self.epochs < 1:
+            raise ValueError(f"--epochs: expected >= 1, got {self.epochs}")
+        self.methods = tuple(self.methods)
+        unknown = [m for m in self.methods if m not in EXPLAINERS]
+        if unknown:
+            raise ValueError(f"--methods: unknown method(s) {unknown}; choose from {sorted(EXPLAINERS)}")
+        if self.points not in ("test", "all") and not (self.points.isdigit() and int(self.points) > 0):
+            raise ValueError(f"--points: expected 'test', 'all' or a positive number, got {self.points!r}")
+
+    @property
+    def resolved_buffer(self) -> int:
+        return self.window // 4 if self.buffer is None else int(self.buffer)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if k == "methods" else v) for k, v in d.items() if k in names})
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def _versions() -> dict:
+    import lightning
+    import numpy
+
+    return {
+        "structattn": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def choose_points(split_test: np.ndarray, n_points: int, spec: str, *, seed: int) -> np.ndarray:
+    """Indices of the points to explain: all test points, all points or N test points."""
+    if spec == "all":
+        return np.arange(n_points)
+    if spec == "test":
+        return np.sort(split_test)
+    n = min(int(spec), len(split_test))
+    return np.sort(np.random.default_rng(seed).choice(split_test, size=n, replace=False))
+
+
+def explain_maps(
+    trained: TrainedModel,
+    patches: np.ndarray,
+    *,
+    methods: tuple[str, ...],
+    batch_size: int = 64,
+    progress: Callable[[str, int], None] | None = None,
+) -> tuple[dict, dict]:
+    """Maps {method: {target: (M, w, w)}} and seconds per point {method: s} for raw patches."""
+    x = trained.standardise(patches)
+    maps: dict = {}
+    cost: dict = {}
+    for method in methods:
+        explainer = make_explainer(method, trained.model)
+        t0 = time.perf_counter()
+        per_target: dict = {}
+        if not explainer.needs_target:
+            chunks = [explainer.attribute(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            shared = torch.cat(chunks).numpy()
+            per_target = {name: shared for name in trained.target_names}
+            if progress:
+                progress(method, len(x))
+        else:
+            for k, name in enumerate(trained.target_names):
+                chunks = []
+                for i in range(0, len(x), batch_size):
+                    chunks.append(explainer.attribute(x[i : i + batch_size], target=k))
+                    if progress:
+                        progress(method, len(chunks[-1]) / len(trained.target_names))
+                per_target[name] = torch.cat(chunks).numpy()
+        maps[method] = per_target
+        cost[method] = (time.perf_counter() - t0) / max(len(x), 1)
+    return maps, cost
+
+
+def ground_truth_scores(sample: Sample, index: np.ndarray, maps: dict, *, window: int) -> dict:
+    """{method: {target: causal_share}} where the sample carries generator ground truth."""
+    if sample.truth is None or sample.labels is None:
+        return {}
+    from .data.synthetic import causal_masks
+
+    out: dict = {}
+    for method, per_target in maps.items():
+        for target, m in per_target.items():
+            if target not in sample.truth["classes"]:
+                continue
+            masks = causal_masks(sample, target=target, window=window, index=index)
+            out.setdefault(method, {})[target] = causal_share(m, masks)
+    return out
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    sample: Sample | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> RunResult:
+    """Run everything and write the run folder `out` (atomically).
+
+    Args:
+        cfg: the options.
+        out: destination folder; must not exist (or be empty) unless `overwrite`.
+        sample: an already loaded sample (else ``cfg.source`` is read).
+        overwrite: replace an existing run folder once the new one is complete.
+        log: receives one-line progress messages.
+        progress: receives (stage, amount) ticks during explanation.
+    """
+    say = log or (lambda _msg: None)
+    t_start = time.perf_counter()
+    out = Path(out)
+    with staged_run_folder(out, overwrite=overwrite) as stage:
+        if sample is None:
+            say(f"reading {cfg.source}")
+            sample = load_sample(cfg.source)
+        checksum = sample_checksum(sample)
+
+        # Points whose patch fits (all of them unless pad_mode == "exclude").
+        if cfg.pad_mode == "exclude":
+            usable = np.flatnonzero(patch_inside(sample.positions, shape=sample.shape, window=cfg.window))
+            if len(usable) == 0:
+                raise ValueError(f"--window: no point has a full {cfg.window}px patch inside the image")
+        else:
+            usable = np.arange(sample.n_points)
+
+        split = spatial_block_split(
+            sample.positions[usable],
+            shape=sample.shape,
+            blocks=cfg.blocks,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            buffer=cfg.resolved_buffer,
+            seed=cfg.seed,
+        )
+        train_idx, val_idx, test_idx = usable[split.train], usable[split.val], usable[split.test]
+        targets: TargetSet = resolve_targets(sample, cfg.targets, train_index=train_idx)
+        valid = np.ones(sample.n_points, bool) if targets.valid is None else np.asarray(targets.valid, bool)
+        train_idx, val_idx, test_idx = (i[valid[i]] for i in (train_idx, val_idx, test_idx))
+        for part, idx in (("train", train_idx), ("validation", val_idx), ("test", test_idx)):
+            if len(idx) < 2:
+                raise ValueError(f"split: only {len(idx)} {part} point(s); use more --blocks or more points")
+        say(f"split: {split.describe()}")
+        say(f"targets: {', '.join(targets.names)}")
+
+        patches = extract_patches(sample.image, sample.positions, window=cfg.window,
+                                  pad_mode="edge" if cfg.pad_mode == "exclude" else cfg.pad_mode)
+        ch_mean = sample.image.mean(axis=(1, 2)).astype(np.float32)
+        ch_std = np.maximum(sample.image.std(axis=(1, 2)), 1e-8).astype(np.float32)
+        y = targets.values.astype(np.float32)
+        y_mean = y[train_idx].mean(0)
+        y_std = np.maximum(y[train_idx].std(0), 1e-8)
+
+        vit_cfg = ViTConfig(in_channels=sample.image.shape[0], window=cfg.window, patch=cfg.patch, dim=cfg.dim,
+                            depth=cfg.depth, heads=cfg.heads, n_outputs=len(targets.names))
+        train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
+                                augment=cfg.augment, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+        trained = TrainedModel(model=None, target_names=targets.names, channel_mean=ch_mean,  # type: ignore[arg-type]
+                               channel_std=ch_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
+        x = trained.standardise(patches).numpy()
+        say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens) "
+            f"on {len(train_idx)} points")
+        t0 = time.perf_counter()
+        model, history = fit_vit(x, (y - y_mean) / y_std, train_index=train_idx, val_index=val_idx,
+                                 vit=vit_cfg, train=train_cfg)
+        history["seconds"] = time.perf_counter() - t0
+        trained.model = model
+        trained.extra = {"units": list(targets.units)}
+
+        pred = np.full_like(y, np.nan)
+        pred[usable] = trained.predict(patches[usable])
+        scores = {name: {**s, "unit": u} for (name, s), u in
+                  zip(regression_scores(y[test_idx], pred[test_idx], targets.names).items(), targets.units)}
+        for name in targets.names:
+            say(f"test {name}: R² {scores[name]['r2']:.3f}, MAE {scores[name]['mae']:.3g} {scores[name]['unit']}")
+
+        index = choose_points(test_idx, sample.n_points, cfg.points, seed=cfg.seed)
+        say(f"explaining {len(index)} points with {', '.join(cfg.methods)}")
+        maps, cost = explain_maps(trained, patches[index], methods=cfg.methods, progress=progress)
+        truth = ground_truth_scores(sample, index, maps, window=cfg.window)
+
+        split_labels = np.full(sample.n_points, -1)
+        split_labels[train_idx], split_labels[val_idx], split_labels[test_idx] = 0, 1, 2
+        metrics = {
+            "targets": scores,
+            "split": {
+                "description": split.describe(),
+                "blocks": split.blocks,
+                "buffer_px": split.buffer,
+                "n_train": int(len(train_idx)),
+                "n_val": int(len(val_idx)),
+                "n_test": int(len(test_idx)),
+                "why": "whole spatial blocks are held out: neighbouring patches overlap, a random split leaks",
+            },
+            "training": history,
+            "explanations": {"n_points": int(len(index)), "seconds_per_point": cost},
+        }
+        if truth:
+            metrics["ground_truth"] = {
+                "definition": "share of |attribution| inside the rule's causal region / that region's area share",
+                "scores": truth,
+            }
+            for name, s in truth.get("attention", {}).items():
+                say(f"attention in causal region, {name}: {s['share']:.2f} vs area {s['area_share']:.2f} "
+                    f"(ratio {s['ratio']:.2f})")
+
+        trained.save(stage / "model.pt")
+        np.savez_compressed(stage / "predictions.npz", point_index=np.arange(sample.n_points),
+                            positions=sample.positions, y_true=y, y_pred=pred, split=split_labels,
+                            target_names=np.array(targets.names), units=np.array(targets.units))
+        write_explanations(stage / "explanations.h5", point_index=index, maps=maps,
+                           attrs={"window": cfg.window, "patch": cfg.patch, "pad_mode": cfg.pad_mode})
+        atomic_write_json(stage / "metrics.json", metrics)
+        atomic_write_json(stage / "config.json", {
+            "run": asdict(cfg),
+            "model": vit_cfg.to_dict(),
+            "train": asdict(train_cfg),
+            "data": {"source": cfg.source if sample.meta.get("source") != "synthetic" else
+                     f"synthetic:seed={sample.meta.get('seed', 0)},size={sample.meta.get('size', 256)},"
+                     f"spacing={sample.meta.get('spacing', 7)}",
+                     "checksum": checksum, "n_points": sample.n_points, "image_shape": list(sample.image.shape),
+                     "channels": list(sample.channels), "file_sha256": sample.meta.get("sha256")},
+            "targets": {"names": list(targets.names), "units": list(targets.units), "info": targets.info},
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        say("writing report")
+        from .report.html import write_report
+
+        write_report(stage, sample=sample)
+    return RunResult(out=out, metrics=metrics, seconds=time.perf_counter() - t_start)
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    return RunConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text())["run"])

@@ -1,0 +1,241 @@
+"""Training the ViT regressor with PyTorch Lightning, and the saved-model bundle.
+
+Inputs are standardised per channel (statistics of the whole structure image: no target
+information, so no leak) and targets per column (statistics of the training points only).
+Early stopping watches the validation loss; the best epoch's weights are restored.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..nets.vit import ViTConfig, ViTRegressor
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation options (saved with every run)."""
+
+    epochs: int = 80  # upper bound; early stopping usually ends sooner
+    batch_size: int = 64  # small data: small batches give more updates per epoch
+    lr: float = 1e-3  # AdamW peak learning rate (cosine decay to 5% over `epochs`)
+    weight_decay: float = 0.05  # AdamW decoupled weight decay
+    patience: int = 15  # epochs without validation improvement before stopping
+    augment: bool = True  # random flips/90-degree turns of training patches (see docs/training.md)
+    seed: int = 0  # seeds weights, batches and augmentation
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+    progress: bool = True  # show Lightning's progress bar
+
+
+def _dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Apply one random element of the square's symmetry group per sample. x: (B, C, w, w)."""
+    k = torch.randint(0, 4, (len(x),), generator=gen)
+    flip = torch.randint(0, 2, (len(x),), generator=gen).bool()
+    out = torch.empty_like(x)
+    for kk in range(4):
+        for ff in (False, True):
+            sel = (k == kk) & (flip == ff)
+            if sel.any():
+                v = torch.rot90(x[sel], kk, dims=(2, 3))
+                out[sel] = torch.flip(v, dims=(3,)) if ff else v
+    return out
+
+
+class RegressionModule(L.LightningModule):
+    """MSE regression of standardised targets with a `ViTRegressor`."""
+
+    def __init__(self, vit: ViTConfig, train: TrainConfig) -> None:
+        super().__init__()
+        self.model = ViTRegressor(vit)
+        self.tcfg = train
+        self._gen = torch.Generator().manual_seed(train.seed)
+        self.history: list[dict] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        if self.tcfg.augment:
+            x = _dihedral(x, self._gen)
+        loss = torch.nn.functional.mse_loss(self.model(x), y)
+        self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.model(x), y)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x))
+
+    def on_validation_epoch_end(self) -> None:
+        m = self.trainer.callback_metrics
+        if "train_loss" in m:
+            self.history.append(
+                {"epoch": int(self.current_epoch), "train_loss": float(m["train_loss"]), "val_loss": float(m["val_loss"])}
+            )
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.tcfg.epochs, eta_min=0.05 * self.tcfg.lr)
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+
+class _KeepBest(Callback):
+    """Keep the state dict of the epoch with the lowest validation loss (in memory)."""
+
+    def __init__(self) -> None:
+        self.best = float("inf")
+        self.state: dict | None = None
+        self.epoch = -1
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        val = float(trainer.callback_metrics.get("val_loss", float("inf")))
+        if val < self.best:
+            self.best, self.epoch = val, int(trainer.current_epoch)
+            self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def fit_vit(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
+    vit: ViTConfig,
+    train: TrainConfig,
+) -> tuple[ViTRegressor, dict]:
+    """Train on standardised patches x (N, C, w, w) and standardised targets y (N, K).
+
+    Returns:
+        The model with the best validation epoch's weights (in eval mode) and a history
+        dict (per-epoch losses, best epoch, stopped epoch).
+    """
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(train.seed)
+    tr = DataLoader(TensorDataset(xt[train_index], yt[train_index]), batch_size=train.batch_size, shuffle=True,
+                    generator=gen)
+    va = DataLoader(TensorDataset(xt[val_index], yt[val_index]), batch_size=256)
+    module = RegressionModule(vit, train)
+    keep = _KeepBest()
+    stop = EarlyStopping(monitor="val_loss", patience=train.patience, mode="min")
+    accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}.get(train.device)
+    if accel is None:
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {train.device!r}")
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        trainer = L.Trainer(
+            max_epochs=train.epochs,
+            accelerator=accel,
+            devices=1,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=train.progress,
+            callbacks=[keep, stop],
+            default_root_dir=tmp,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, tr, va)
+    model = module.model.cpu()
+    if keep.state is not None:
+        model.load_state_dict(keep.state)
+    model.eval()
+    history = {
+        "epochs": module.history,
+        "best_epoch": keep.epoch,
+        "best_val_loss": keep.best,
+        "stopped_epoch": int(trainer.current_epoch),
+    }
+    return model, history
+
+
+@dataclass
+class TrainedModel:
+    """A trained ViT with everything needed to apply it to raw patches."""
+
+    model: ViTRegressor
+    target_names: tuple[str, ...]
+    channel_mean: np.ndarray  # (C,)
+    channel_std: np.ndarray  # (C,)
+    target_mean: np.ndarray  # (K,)
+    target_std: np.ndarray  # (K,)
+    pad_mode: str = "reflect"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def window(self) -> int:
+        return self.model.cfg.window
+
+    def standardise(self, patches: np.ndarray) -> torch.Tensor:
+        """Raw (N, C, w, w) patches -> model input tensor."""
+        z = (np.asarray(patches, np.float32) - self.channel_mean[None, :, None, None]) / self.channel_std[
+            None, :, None, None
+        ]
+        return torch.as_tensor(z, dtype=torch.float32)
+
+    @torch.no_grad()
+    def predict(self, patches: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+        """Raw (N, C, w, w) patches -> (N, K) predictions in target units."""
+        self.model.eval()
+        x = self.standardise(patches)
+        out = torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return out.numpy() * self.target_std + self.target_mean
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write model weights, architecture and scalers to one file (atomically)."""
+        payload = {
+            "vit_config": self.model.cfg.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "target_names": list(self.target_names),
+            "channel_mean": self.channel_mean.tolist(),
+            "channel_std": self.channel_std.tolist(),
+            "target_mean": self.target_mean.tolist(),
+            "target_std": self.target_std.tolist(),
+            "pad_mode": self.pad_mode,
+            "extra": json.loads(json.dumps(self.extra)),
+        }
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainedModel":
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            model = ViTRegressor(ViTConfig(**payload["vit_config"]))
+            model.load_state_dict(payload["state_dict"])
+        except (OSError, RuntimeError, KeyError, EOFError) as exc:
+            raise ValueError(f"model: cannot load a structattn model from {path} ({exc})") from None
+        model.eval()
+        f32 = lambda k: np.asarray(payload[k], np.float32)  # noqa: E731
+        return cls(
+            model=model,
+            target_names=tuple(payload["target_names"]),
+            channel_mean=f32("channel_mean"),
+            channel_std=f32("channel_std"),
+            target_mean=f32("target_mean"),
+            target_std=f32("target_std"),
+            pad_mode=payload.get("pad_mode", "reflect"),
+            extra=payload.get("extra", {}),
+        )
