@@ -57,6 +57,7 @@ class RunConfig:
     seed: int = 0  # seeds split, weights, batches, augmentation and explanations
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # progress bars
+    domains: bool = True  # attribution by domain class (issue 6) when labels or amplitude+phase exist
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
@@ -301,6 +302,14 @@ def run_pipeline(
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        if cfg.domains:  # issue 6: attribution by domain class -> domains.h5, metrics["domains"]
+            from .physics import run_domains
+
+            dom = run_domains(stage, sample=sample, point_index=index, maps=maps, window=cfg.window,
+                              pad_mode=cfg.pad_mode, seed=cfg.seed)
+            if dom is not None:
+                say(f"domains: {dom.segmentation.method} segmentation, classes {', '.join(dom.segmentation.names)}")
+                metrics = json.loads((stage / "metrics.json").read_text())
         say("writing report")
         from .report.html import write_report
 

@@ -5,6 +5,7 @@ from .domains import (
     analyze_domains,
     domains_from_explanations,
     read_explanations,
+    run_domains,
     segmentation_for,
     write_run_domains,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "domains_from_explanations",
     "label_patches",
     "read_explanations",
+    "run_domains",
     "segment_domains",
     "segmentation_for",
     "write_run_domains",

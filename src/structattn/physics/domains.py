@@ -278,3 +278,38 @@ def write_run_domains(run_dir, analysis: DomainAnalysis, *, h5_name: str = "doma
     tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False))
     tmp.replace(metrics_path)  # atomic: a crash never leaves half a metrics.json
     return summary
+
+
+def run_domains(
+    run_dir,
+    *,
+    sample,
+    point_index: np.ndarray,
+    maps: dict,
+    window: int,
+    pad_mode: str,
+    source: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "area",
+) -> DomainAnalysis | None:
+    """The ``domains`` step of a run: segment (or take labels), analyse, write into `run_dir`.
+
+    `pad_mode` is the run's (``"exclude"`` runs extract with ``"edge"``). The low/high split
+    uses ``sample.targets`` where the map names match them. Returns None (and writes
+    nothing) when no segmentation is available.
+    """
+    seg = segmentation_for(sample, source=source, seed=seed)
+    if seg is None:
+        return None
+    idx = np.asarray(point_index, dtype=np.int64)
+    values = None
+    if sample.targets is not None:
+        values = {t: sample.targets[idx, k] for k, t in enumerate(sample.target_names)}
+    analysis = analyze_domains(
+        segmentation=seg, positions=sample.positions[idx], window=window, maps=maps, values=values,
+        point_index=idx, pad_mode="edge" if pad_mode == "exclude" else pad_mode, n_boot=n_boot, seed=seed,
+        reference=reference,
+    )
+    write_run_domains(run_dir, analysis)
+    return analysis

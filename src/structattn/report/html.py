@@ -85,6 +85,7 @@ class _PartialRun(RunFolder):
 def render_report(run_dir: str | Path, *, sample=None) -> str:
     """The report HTML for a run folder (or a staging folder during a run)."""
     from . import sections  # noqa: F401  (registers the core sections)
+    from . import domain_section  # noqa: F401  (registers "Domain patterns"; skips runs without it)
 
     ctx = ReportContext(run=_PartialRun(run_dir), sample_override=sample)
     cfg = ctx.run.config
