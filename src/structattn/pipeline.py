@@ -305,8 +305,12 @@ def run_pipeline(
         if cfg.domains:  # issue 6: attribution by domain class -> domains.h5, metrics["domains"]
             from .physics import run_domains
 
-            dom = run_domains(stage, sample=sample, point_index=index, maps=maps, window=cfg.window,
-                              pad_mode=cfg.pad_mode, seed=cfg.seed)
+            try:  # an optional analysis must not lose a trained run; `structattn domains` can redo it
+                dom = run_domains(stage, sample=sample, point_index=index, maps=maps, window=cfg.window,
+                                  pad_mode=cfg.pad_mode, seed=cfg.seed)
+            except ValueError as exc:
+                dom = None
+                say(f"domains skipped: {exc}")
             if dom is not None:
                 say(f"domains: {dom.segmentation.method} segmentation, classes {', '.join(dom.segmentation.names)}")
                 metrics = json.loads((stage / "metrics.json").read_text())
