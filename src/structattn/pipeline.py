@@ -307,7 +307,8 @@ def run_pipeline(
 
             try:  # an optional analysis must not lose a trained run; `structattn domains` can redo it
                 dom = run_domains(stage, sample=sample, point_index=index, maps=maps, window=cfg.window,
-                                  pad_mode=cfg.pad_mode, seed=cfg.seed)
+                                  pad_mode=cfg.pad_mode, seed=cfg.seed,
+                                  values={n: y[index, k] for k, n in enumerate(targets.names)})
             except ValueError as exc:
                 dom = None
                 say(f"domains skipped: {exc}")

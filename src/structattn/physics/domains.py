@@ -288,6 +288,7 @@ def run_domains(
     maps: dict,
     window: int,
     pad_mode: str,
+    values: dict | None = None,
     source: str = "auto",
     n_boot: int = 1000,
     seed: int = 0,
@@ -295,16 +296,17 @@ def run_domains(
 ) -> DomainAnalysis | None:
     """The ``domains`` step of a run: segment (or take labels), analyse, write into `run_dir`.
 
-    `pad_mode` is the run's (``"exclude"`` runs extract with ``"edge"``). The low/high split
-    uses ``sample.targets`` where the map names match them. Returns None (and writes
-    nothing) when no segmentation is available.
+    `pad_mode` is the run's (``"exclude"`` runs extract with ``"edge"``). `values`
+    (``{target: (M,) values at the explained points}``, e.g. the run's measured targets,
+    which may be loop descriptors or latents) drive the low/high split; without them
+    ``sample.targets`` is used where the names match. Returns None (and writes nothing)
+    when no segmentation is available.
     """
     seg = segmentation_for(sample, source=source, seed=seed)
     if seg is None:
         return None
     idx = np.asarray(point_index, dtype=np.int64)
-    values = None
-    if sample.targets is not None:
+    if values is None and sample.targets is not None:
         values = {t: sample.targets[idx, k] for k, t in enumerate(sample.target_names)}
     analysis = analyze_domains(
         segmentation=seg, positions=sample.positions[idx], window=window, maps=maps, values=values,
