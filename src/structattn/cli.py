@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
@@ -66,6 +67,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--points", default=d.points, help="points to explain: test, all or N test points (default test)")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"), help="where to train (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-domains", action="store_true",
+                   help="skip attribution by domain class (default: on when a segmentation is available)")
 
 
 def _config_from_args(args, source: str):
@@ -76,7 +79,7 @@ def _config_from_args(args, source: str):
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, blocks=args.blocks, augment=not args.no_augment,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
-        device=args.device, progress=not args.quiet,
+        device=args.device, progress=not args.quiet, domains=not args.no_domains,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
     )
 
@@ -141,11 +144,54 @@ def _add_explain(p):
 # ----------------------------------------------------------------------------------------
 
 
+def _add_domains(p):
+    p.add_argument("run", metavar="RUN", help="a finished run folder (from structattn run/demo)")
+    p.add_argument("--source", default="auto", choices=("auto", "labels", "segment"),
+                   help="auto: the bundle's labels if given, else segment amplitude+phase (default auto)")
+    p.add_argument("--reference", default="area", choices=("area", "profile"),
+                   help="enrichment against class area, or against the method's mean map profile (default area)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over points (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="segmentation and bootstrap seed (default 0)")
+
+
+def cmd_domains(args) -> int:
+    """Attribution by domain class for a run folder; rewrites metrics.json['domains'] and the report."""
+    from .physics import run_domains
+    from .report.html import write_report
+    from .runfolder import RunFolder
+
+    run = RunFolder(args.run)
+    cfg = run.config["run"]
+    idx, maps = run.explanations()
+    pred = run.predictions  # the run's measured targets drive the low/high split
+    values = {str(n): pred["y_true"][idx, k] for k, n in enumerate(pred["target_names"])}
+    dom = run_domains(run.path, sample=run.sample, point_index=idx, maps=maps, window=int(cfg["window"]),
+                      pad_mode=cfg["pad_mode"], values=values, source=args.source, n_boot=args.n_boot,
+                      seed=args.seed, reference=args.reference)
+    if dom is None:
+        raise ValueError("RUN: no segmentation available: the data has no labels and no amplitude+phase channels")
+    write_report(run.path, sample=run.sample)
+    seg = dom.segmentation
+    console.print(f"[bold]domains[/]: {seg.method}; " + ", ".join(f"{n} {100 * f:.0f}%" for n, f in seg.fractions.items()))
+    for method, per_t in dom.results.items():
+        for target, res in per_t.items():
+            cells = []
+            for n, e, (lo, hi) in zip(res.names, res.enrichment, res.ci):
+                if not np.isfinite(e):
+                    continue
+                mark = "[green]↑[/]" if lo > 1 else ("[red]↓[/]" if hi < 1 else " ")
+                cells.append(f"{n} {e:.2f} [{lo:.2f}, {hi:.2f}]{mark}")
+            console.print(f"  {method} / {target}: " + "  ".join(cells))
+    console.print(f"[bold green]done[/] → {run.path}/domains.h5, metrics.json['domains'], report.html")
+    return 0
+
+
 SUBCOMMANDS = {
     "run": ("train on a data bundle, explain, and write a run folder", lambda p: _add_run_options(p, demo=False), cmd_run),
     "demo": ("run the whole pipeline on the bundled synthetic default data", _add_demo, cmd_demo),
     "explain": ("explain a run with several methods and score them (faithfulness, ground truth, "
                 "agreement, randomisation, cost)", _add_explain, cmd_explain),
+    "domains": ("attribution by domain class (c+, c-, a, walls) for a run folder", _add_domains, cmd_domains),
 }
 
 

@@ -22,7 +22,7 @@ from .data.patches import PAD_MODES, extract_patches, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
 from .nets.vit import ViTConfig
-from .runfolder import atomic_write_json, staged_run_folder, write_explanations
+from .runfolder import RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .targets import TargetSet, resolve_targets
 from .train.metrics import regression_scores
 from .train.split import spatial_block_split
@@ -60,6 +60,7 @@ class RunConfig:
     beta: float = 1.0  # --targets latent: KL weight of the VAE
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # progress bars
+    domains: bool = True  # attribution by domain class (issue 6) when labels or amplitude+phase exist
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
@@ -257,6 +258,20 @@ def run_pipeline(
             if row:
                 say(f"ground-truth AUROC, {target}: {row}")
         metrics = json.loads((stage / "metrics.json").read_text())
+        if cfg.domains:  # issue 6: attribution by domain class -> domains.h5, metrics["domains"]
+            from .physics import run_domains
+
+            try:  # an optional analysis must not lose a trained run; `structattn domains` can redo it
+                dom = run_domains(stage, sample=sample, point_index=index, maps=RunFolder(stage).explanations()[1],
+                                  window=cfg.window,
+                                  pad_mode=cfg.pad_mode, seed=cfg.seed,
+                                  values={n: y[index, k] for k, n in enumerate(targets.names)})
+            except ValueError as exc:
+                dom = None
+                say(f"domains skipped: {exc}")
+            if dom is not None:
+                say(f"domains: {dom.segmentation.method} segmentation, classes {', '.join(dom.segmentation.names)}")
+                metrics = json.loads((stage / "metrics.json").read_text())
         say("writing report")
         from .report.html import write_report
 

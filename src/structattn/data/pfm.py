@@ -1,0 +1,154 @@
+"""Reader for single-frequency PFM images stored as pyNSID / sidpy HDF5 (NSID).
+
+Made for the Asylum Cypher scans in ``../shared/data/pto_pfm_images/`` (DTMicroscope's
+``PTO_Funakubo000{1..7}.h5``), whose layout is ``Measurement_000/Channel_k/Channel_k/
+Channel_k`` (H, W) with ``x``/``y`` axes in metres and a ``quantity`` attribute such as
+``HeightRetrace``, ``AmplitudeRetrace``, ``DeflectionRetrace``, ``PhaseRetrace``.
+
+SciFiReaders' ``NSIDReader`` is tried first (the field's reader, keeps sidpy metadata);
+plain h5py is the fallback when SciFiReaders is missing or fails on a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Instrument quantity (lower case, trace direction stripped) -> structattn channel name.
+_QUANTITY_NAMES = {
+    "height": "height",
+    "amplitude": "amplitude",
+    "deflection": "deflection",
+    "phase": "phase",
+}
+CHANNEL_ORDER = ("height", "amplitude", "deflection", "phase")
+
+
+@dataclass(frozen=True, eq=False)
+class PFMImage:
+    """A PFM scan: the structure-image parts of a `Sample`.
+
+    Attributes:
+        image: (C, H, W) float32, channels in `channels` order.
+        channels: (C,) names: ``height``, ``amplitude``, ``deflection``, ``phase`` (those found).
+        units: per channel, the unit stored in the file (``m``, ``deg``, ...).
+        pixel_size: metres per pixel (from the ``x`` axis), or None if not readable.
+        meta: provenance (``source`` file, ``reader``, original quantity names).
+
+    Example:
+        >>> pfm = read_pfm("../shared/data/pto_pfm_images/PTO_Funakubo0001.h5")  # doctest: +SKIP
+        >>> pfm.image.shape, pfm.channels  # doctest: +SKIP
+        ((4, 256, 256), ('height', 'amplitude', 'deflection', 'phase'))
+    """
+
+    image: np.ndarray
+    channels: tuple[str, ...]
+    units: dict = field(default_factory=dict)
+    pixel_size: float | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _channel_name(quantity: str) -> str | None:
+    q = quantity.lower().replace("retrace", "").replace("trace", "").strip(" _")
+    return _QUANTITY_NAMES.get(q)
+
+
+def _pixel_size(axis_values) -> float | None:
+    x = np.asarray(axis_values, dtype=float)
+    if x.size < 2 or not np.isfinite(x).all():
+        return None
+    step = float(np.median(np.abs(np.diff(x))))
+    return step if step > 0 else None
+
+
+def _read_scifireaders(path: Path) -> list[tuple[str, np.ndarray, str, float | None]]:
+    from SciFiReaders import NSIDReader  # optional at import time; heavy
+
+    datasets = NSIDReader(str(path)).read()
+    items = datasets.values() if isinstance(datasets, dict) else datasets
+    out = []
+    for ds in items:
+        arr = np.asarray(ds, dtype=np.float32)
+        out.append((str(ds.quantity), arr, str(ds.units), _pixel_size(ds.dim_0.values)))
+    return out
+
+
+def _read_h5py(path: Path) -> list[tuple[str, np.ndarray, str, float | None]]:
+    import h5py
+
+    out = []
+    with h5py.File(path, "r") as f:
+        meas = f["Measurement_000"]
+        for key in sorted(meas.keys()):
+            grp = meas[key][key]
+            dset = grp[key]
+            quantity = dset.attrs.get("quantity", key)
+            units = dset.attrs.get("units", "")
+            quantity = quantity.decode() if isinstance(quantity, bytes) else str(quantity)
+            units = units.decode() if isinstance(units, bytes) else str(units)
+            px = _pixel_size(grp["x"][()]) if "x" in grp else None
+            out.append((quantity, dset[()].astype(np.float32), units, px))
+    return out
+
+
+def read_pfm(path, *, reader: str = "auto") -> PFMImage:
+    """Read a PFM NSID HDF5 file into a (C, H, W) image with named channels.
+
+    Args:
+        path: the ``.h5`` file.
+        reader: ``"auto"`` (SciFiReaders, then h5py), ``"scifireaders"`` or ``"h5py"``.
+
+    Returns:
+        A `PFMImage`; channels appear in the order height, amplitude, deflection, phase.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be read as an NSID PFM image (the message names it),
+            or `reader` is unknown.
+    """
+    path = Path(path)
+    if reader not in ("auto", "scifireaders", "h5py"):
+        raise ValueError(f"reader: expected 'auto', 'scifireaders' or 'h5py', got {reader!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    errors = []
+    raw, used = None, None
+    order = {"auto": ("scifireaders", "h5py"), "scifireaders": ("scifireaders",), "h5py": ("h5py",)}[reader]
+    for name in order:
+        try:
+            raw = _read_scifireaders(path) if name == "scifireaders" else _read_h5py(path)
+            used = name
+            break
+        except Exception as exc:  # noqa: BLE001 - any reader failure: try the next, report all
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    if raw is None:
+        raise ValueError(f"path: cannot read {path.name!r} as an NSID PFM image ({'; '.join(errors)})")
+
+    by_name: dict[str, tuple[np.ndarray, str, float | None, str]] = {}
+    for quantity, arr, units, px in raw:
+        cname = _channel_name(quantity)
+        if cname is None or cname in by_name or arr.ndim != 2:
+            continue  # unknown quantity, a duplicate (trace vs retrace) or not an image
+        by_name[cname] = (arr, units, px, quantity)
+    if not by_name:
+        found = [q for q, *_ in raw]
+        raise ValueError(f"path: {path.name!r} holds no 2-D PFM channel (quantities found: {found})")
+    channels = tuple(c for c in CHANNEL_ORDER if c in by_name)
+    shapes = {by_name[c][0].shape for c in channels}
+    if len(shapes) != 1:
+        raise ValueError(f"path: {path.name!r} has channels of different shapes {sorted(shapes)}")
+    image = np.stack([by_name[c][0] for c in channels]).astype(np.float32)  # (C, H, W)
+    if not np.isfinite(image).all():
+        raise ValueError(f"path: {path.name!r} contains {int((~np.isfinite(image)).sum())} non-finite pixels")
+    # Pixel size from a spatial channel: the phase channel's axes carry 'deg' as unit in
+    # these files (a metadata slip), the values are the same metres.
+    px = next((by_name[c][2] for c in channels if by_name[c][2]), None)
+    return PFMImage(
+        image=image,
+        channels=channels,
+        units={c: by_name[c][1] for c in channels},
+        pixel_size=px,
+        meta={"source": str(path), "reader": used, "quantities": {c: by_name[c][3] for c in channels}},
+    )
