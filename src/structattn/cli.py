@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
 
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        console.print(f"[bold red]error:[/] {msg}")
+        # one line, never wrapped, message text not parsed as rich markup (paths may hold [ ])
+        console.print(Text.assemble(("error: ", "bold red"), msg), soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: no run folder was completed")
