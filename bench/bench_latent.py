@@ -19,7 +19,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import cross_val_score
 
 from structattn.data.synthetic import make_synthetic
-from structattn.latent import clip_spikes, fit_latents, traverse
+from structattn.latent import fit_latents, traverse
+from structattn.loops.preprocess import preprocess_loops
 from structattn.report import latent_figures as lf
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pto_beps_50x50.h5"
@@ -63,8 +64,10 @@ def real(out: Path, n_latent: int) -> dict:
     with h5py.File(REAL, "r") as f:
         raw = f["Channel_000/generic/generic"][()].reshape(-1, 64)  # (2500, 64), X-major
         voltage = f["Channel_000/generic/Voltage"][()]
-    loops = clip_spikes(raw, k=10.0)
-    res: dict = {"n_loops": int(loops.shape[0]), "changed_by_clip": float((loops != raw).any(axis=1).mean())}
+    # the loop module's preprocessing (spike and NaN repair), as `structattn run --targets latent` does
+    loops = preprocess_loops(raw, voltage).clean
+    res: dict = {"n_loops": int(loops.shape[0]), "preprocessing": "structattn.loops.preprocess_loops",
+                 "changed_by_preprocessing": float((loops != raw).any(axis=1).mean())}
     # hold out every 5th 10x10 block column-wise for a held-out error (a spatial split)
     rr, cc = np.divmod(np.arange(2500), 50)
     held = ((rr // 10) * 5 + cc // 10) % 5 == 0

@@ -34,3 +34,12 @@ def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "small"
     result = run_pipeline(RunConfig(**SMALL_RUN), out)
     return result
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a shared 2-core machine a second one mostly waits (see docs/loops.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -44,15 +44,7 @@ def synthetic(n: int, *, seed: int, noise: float, voltage=V_REAL, symmetric=Fals
     return p, clean, noisy
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread: on a shared 2-core machine a second one mostly waits (see docs/loops.md)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- waveform

@@ -12,18 +12,9 @@ import pytest
 from structattn.data.io import load_sample
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pto_beps_50x50.h5"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"real data not found at {DATA}")
+pytestmark = [pytest.mark.skipif(not DATA.exists(), reason=f"real data not found at {DATA}"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread: on a shared 2-core machine a second one mostly waits (see docs/loops.md)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -157,12 +157,16 @@ def _latent_items(sample: Sample, item: str, *, train_index, kind: str, n_latent
 
     if sample.loops is None:
         raise ValueError(f"--targets: {item!r} needs loops to fit latents on, but the data have no loops")
-    vals, names, res = latent_targets(sample.loops, sample.voltage, item, kind=kind, n_latent=n_latent,
+    # The loop module's preprocessing (spike/NaN repair) first: latents should encode loop shape, not glitches.
+    from .loops.preprocess import preprocess_loops
+
+    loops = preprocess_loops(sample.loops, sample.voltage).clean
+    vals, names, res = latent_targets(loops, sample.voltage, item, kind=kind, n_latent=n_latent,
                                       beta=beta, seed=seed, train_index=train_index)
     info = {"kind": kind, "n_latent": n_latent, "beta": beta, "fitted_on": "training split only",
             "recon_error": res.recon_error, "recon_error_rel": res.recon_error_rel,
             "recon_error_heldout": res.recon_error_heldout}
-    arrays = latent_summary(res, sample.loops, train_index=train_index)
+    arrays = latent_summary(res, loops, train_index=train_index)
     if "baseline_recon_error" in arrays:
         info["baseline"] = {"kind": str(arrays["baseline_kind"]), "recon_error": float(arrays["baseline_recon_error"]),
                             "recon_error_heldout": float(arrays["baseline_recon_error_heldout"])}
