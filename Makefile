@@ -20,8 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmarks compare against their reference side by side (slow: the scipy loop fit alone takes ~16 min).
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_loopfit.py
+	$(PY) bench/bench_explain.py
+	$(PY) bench/bench_latent.py
 
 clean:
 	rm -rf $(VENV) runs
