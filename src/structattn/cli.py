@@ -12,7 +12,6 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -113,17 +112,14 @@ def _add_demo(p):
 
 # --- issue 4: explanations compared and scored -----------------------------------------
 def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool) -> dict:
-    from .explain_run import explain_run
+    from .explain_run import auroc_lines, explain_run
     from .report.html import write_report
 
     step = None if quiet else (lambda s: console.print(f"[dim]  explaining and scoring {s}[/]"))
     section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step)
     write_report(run_dir)
-    for target, per in section["scores"].items():
-        row = ", ".join(f"{m} {v['auroc']:.2f}" for m, v in per.items()
-                        if not m.startswith("_") and v.get("auroc") is not None)
-        if row:
-            console.print(f"[dim]•[/] ground-truth AUROC, {target}: {row}")
+    for line in auroc_lines(section):
+        console.print(f"[dim]•[/] {line}")
     return section
 
 

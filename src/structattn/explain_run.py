@@ -30,11 +30,21 @@ def parse_methods(spec: str | Sequence[str]) -> tuple[str, ...]:
 
 def _points(split: np.ndarray, spec: str, *, seed: int) -> np.ndarray:
     """The pipeline's choice (same points as `structattn run` for the same spec and seed)."""
-    from .pipeline import choose_points
+    from .pipeline import check_points_spec, choose_points
 
-    if spec not in ("test", "all") and not (spec.isdigit() and int(spec) > 0):
-        raise ValueError(f"--points: expected 'test', 'all' or a positive number, got {spec!r}")
+    check_points_spec(spec)
     return choose_points(np.flatnonzero(split == 2), len(split), spec, seed=seed)
+
+
+def auroc_lines(section: dict) -> list[str]:
+    """One "ground-truth AUROC, <target>: method value, ..." line per target that has ground truth."""
+    lines = []
+    for target, per in section["scores"].items():
+        row = ", ".join(f"{m} {v['auroc']:.2f}" for m, v in per.items()
+                        if not m.startswith("_") and v.get("auroc") is not None)
+        if row:
+            lines.append(f"ground-truth AUROC, {target}: {row}")
+    return lines
 
 
 def explain_run(

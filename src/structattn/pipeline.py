@@ -10,7 +10,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +73,7 @@ class RunConfig:
         unknown = [m for m in self.methods if m not in EXPLAINERS]
         if unknown:
             raise ValueError(f"--methods: unknown method(s) {unknown}; choose from {sorted(EXPLAINERS)}")
-        if self.points not in ("test", "all") and not (self.points.isdigit() and int(self.points) > 0):
-            raise ValueError(f"--points: expected 'test', 'all' or a positive number, got {self.points!r}")
+        check_points_spec(self.points)
 
     @property
     def resolved_buffer(self) -> int:
@@ -91,7 +90,6 @@ class RunResult:
     out: Path
     metrics: dict
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 def _versions() -> dict:
@@ -106,6 +104,12 @@ def _versions() -> dict:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
     }
+
+
+def check_points_spec(spec: str) -> None:
+    """Validate a --points spec: "test", "all" or a positive number of test points."""
+    if spec not in ("test", "all") and not (str(spec).isdigit() and int(spec) > 0):
+        raise ValueError(f"--points: expected 'test', 'all' or a positive number, got {spec!r}")
 
 
 def choose_points(split_test: np.ndarray, n_points: int, spec: str, *, seed: int) -> np.ndarray:
@@ -247,16 +251,13 @@ def run_pipeline(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         # Explanation stage: the same code as `structattn explain RUN` (maps + scores, in place).
-        from .explain_run import explain_run
+        from .explain_run import auroc_lines, explain_run
 
         say(f"explaining {len(index)} points with {', '.join(cfg.methods)} and scoring them")
         section = explain_run(stage, methods=cfg.methods, points=cfg.points, seed=cfg.seed, on_step=progress,
                               sample=sample)
-        for target, per in section["scores"].items():
-            row = ", ".join(f"{m} {v['auroc']:.2f}" for m, v in per.items()
-                            if not m.startswith("_") and v.get("auroc") is not None)
-            if row:
-                say(f"ground-truth AUROC, {target}: {row}")
+        for line in auroc_lines(section):
+            say(line)
         metrics = json.loads((stage / "metrics.json").read_text())
         if cfg.domains:  # issue 6: attribution by domain class -> domains.h5, metrics["domains"]
             from .physics import run_domains
@@ -278,6 +279,3 @@ def run_pipeline(
         write_report(stage, sample=sample)
     return RunResult(out=out, metrics=metrics, seconds=time.perf_counter() - t_start)
 
-
-def load_config(run_dir: str | Path) -> RunConfig:
-    return RunConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text())["run"])

@@ -88,6 +88,7 @@ def render_report(run_dir: str | Path, *, sample=None) -> str:
     from . import explain_section  # noqa: F401  (issue 4: explanation methods compared)
     from . import loop_section  # noqa: F401  (loops: descriptor maps, fit quality, example fits)
     from . import domain_section  # noqa: F401  (registers "Domain patterns"; skips runs without it)
+    from . import latent_section  # noqa: F401  (latents: maps, traversals, surrogate R²)
 
     ctx = ReportContext(run=_PartialRun(run_dir), sample_override=sample)
     cfg = ctx.run.config

@@ -1,5 +1,5 @@
 """Report section of `--targets latent` runs: latent maps, traversals, surrogate R² and
-explanation maps per latent. Registered on import (see `structattn.report.sections`)."""
+explanation maps per latent. Registered on import (see `structattn.report.html.render_report`)."""
 
 from __future__ import annotations
 

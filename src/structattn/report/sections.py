@@ -78,6 +78,3 @@ def attention_gallery(ctx) -> str | None:
             "+ marks the spectroscopy point" + ("; cyan: the rule's causal region for " + target if masks is not None else "")
             + ".</p>")
     return note + fig_to_html(fig, alt="attention gallery")
-
-
-from . import latent_section  # noqa: E402,F401  (latent issue: registers its section)
