@@ -6,14 +6,15 @@ loops), in the same normalised units, from the same starts, inside the same
 bounds, keeping each loop's best start. Only the optimiser differs:
 
 * batched: all loops x starts at once, bounded Levenberg-Marquardt in torch
-  (:class:`structattn.loops.LoopFitter` internals);
+  (:class:`structattn.loops.LoopFitter` internals, its defaults: 12 starts, active-set
+  bounds, floored Marquardt damping, successive halving of the starts);
 * per-loop: ``scipy.optimize.least_squares(method="trf", bounds=...)`` per loop
   and start, finite-difference Jacobian, as BGlib's loop fitter does.
 
 Prints wall times, the time ratio and the median-RMSE ratio, and writes them to
 ``bench/results/loopfit.json``. Run on 2 CPU threads::
 
-    PYTHONPATH=src python bench/bench_loopfit.py            # all 2500 loops, 8 starts
+    PYTHONPATH=src python bench/bench_loopfit.py            # all 2500 loops, 12 starts
     PYTHONPATH=src python bench/bench_loopfit.py --n-loops 200
 """
 
@@ -50,7 +51,7 @@ def rmse_r2(x: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-loops", type=int, default=2500, help="first N loops of the file (default all 2500)")
-    ap.add_argument("--n-starts", type=int, default=8, help="starts per loop, same for both fits")
+    ap.add_argument("--n-starts", type=int, default=12, help="starts per loop, same for both fits (LoopFitter's default)")
     ap.add_argument("--max-iter", type=int, default=200, help="LM iterations at most (batched)")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="batched precision")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -84,14 +85,6 @@ def main() -> None:
     assert np.allclose(p_batched, p_batched1, atol=1e-6), "thread count changed the fit"
     torch.set_num_threads(args.threads)
 
-    # Not the same starts: the batched fit can afford many more. Reported apart.
-    many = make_problem(clean, voltage, branches=branches, n_starts=4 * s, seed=0)
-    torch.set_num_threads(1)
-    w0 = time.perf_counter()
-    p_many, _, _ = _lm_batched(many, max_iter=args.max_iter, tol=1e-7, device="cpu", dtype=dtype, keep_starts=4)
-    t_many = time.perf_counter() - w0
-    torch.set_num_threads(args.threads)
-
     t0, c0 = time.perf_counter(), time.process_time()
     p_scipy = np.empty((n, 9))
     for i in range(n):
@@ -113,7 +106,6 @@ def main() -> None:
     fit_s = loop_model_np(voltage, problem.denormalise(p_scipy), rising=rising)
     rmse_b, r2_b = rmse_r2(clean, fit_b)
     rmse_s, r2_s = rmse_r2(clean, fit_s)
-    rmse_m, _ = rmse_r2(clean, loop_model_np(voltage, many.denormalise(p_many), rising=rising))
     out = {
         "data": "pto_beps_50x50.h5 (real PbTiO3 BEPS, spike-repaired)",
         "n_loops": int(n),
@@ -134,15 +126,13 @@ def main() -> None:
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "median_rmse_batched": float(np.median(rmse_b)),
         "median_rmse_scipy": float(np.median(rmse_s)),
-        "median_rmse_ratio_batched_over_scipy": round(float(np.median(rmse_b) / np.median(rmse_s)), 4),
+        "median_rmse_ratio_batched_over_scipy": round(float(np.median(rmse_b) / np.median(rmse_s)), 6),
         "median_r2_batched": round(float(np.median(r2_b)), 4),
         "median_r2_scipy": round(float(np.median(r2_s)), 4),
         "share_loops_batched_rmse_le_scipy_x1.01": round(float(np.mean(rmse_b <= 1.01 * rmse_s)), 4),
         "share_loops_batched_rmse_lt_scipy_x0.99": round(float(np.mean(rmse_b < 0.99 * rmse_s)), 4),
-        "extra_batched_4x_starts_n_starts": int(4 * s),
-        "extra_batched_4x_starts_seconds_1_thread": round(t_many, 3),
-        "extra_batched_4x_starts_median_rmse_ratio_over_scipy": round(float(np.median(rmse_m) / np.median(rmse_s)), 4),
-        "extra_batched_4x_starts_share_loops_rmse_le_scipy_x1.01": round(float(np.mean(rmse_m <= 1.01 * rmse_s)), 4),
+        "share_loops_batched_rmse_gt_scipy_x1.05": round(float(np.mean(rmse_b > 1.05 * rmse_s)), 4),
+        "per_loop_rmse_ratio_quantiles_50_90_99": [round(float(x), 4) for x in np.quantile(rmse_b / rmse_s, [0.5, 0.9, 0.99])],
     }
     for k, v in out.items():
         print(f"{k:>42}: {v}")

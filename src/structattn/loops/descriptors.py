@@ -41,7 +41,7 @@ class LoopAnalysisConfig:
     # Spike repair and flat-loop flags.
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     # Fit starts per loop (best kept) and Levenberg-Marquardt iterations at most.
-    n_starts: int = 8
+    n_starts: int = 12
     max_iter: int = 200
     # torch device and precision of the batched fit.
     device: str = "cpu"
