@@ -1,13 +1,14 @@
 """Benchmark: attention vs rollout vs gradient attention vs SHAP vs IG (and occlusion).
 
-Trains one ViT on the synthetic default (``make_synthetic(seed=0)``), explains the same
+Trains one ViT on the synthetic default with the production pipeline (`run_pipeline`:
+spatial block split, Lightning trainer, early stopping), explains the same
 test points with every method for every target in one run, scores everything with
 `structattn.evaluate.evaluate_methods` and prints per target and method: ground-truth
 AUROC, mass ratio, deletion/insertion AUC (and the random order's), agreement with SHAP,
 the randomisation similarity, passes and seconds per point, and the throughput ratio
 vs SHAP. Writes ``bench/results/explain.json`` (and a side-by-side maps figure).
 
-Run: ``PYTHONPATH=src python bench/bench_explain.py [--points 64] [--epochs 40]``.
+Run: ``PYTHONPATH=src python bench/bench_explain.py [--points 64] [--epochs 80]``.
 The paper's claim being checked: attention explains at >= 100x SHAP's throughput with
 no worse ground-truth AUROC.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,42 +26,28 @@ import numpy as np
 import torch
 
 from structattn.data.patches import extract_patches
-from structattn.data.synthetic import causal_masks, make_synthetic
+from structattn.data.synthetic import causal_masks
 from structattn.evaluate import evaluate_methods
-from structattn.nets.vit import ViTConfig, ViTRegressor
+from structattn.pipeline import RunConfig, run_pipeline
+from structattn.runfolder import RunFolder
 
 METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion"]
 HERE = Path(__file__).resolve().parent
 
 
-def train(x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int) -> ViTRegressor:
-    """Plain AdamW loop (stand-in until the foundation's trainer is merged)."""
-    torch.manual_seed(seed)
-    model = ViTRegressor(ViTConfig(in_channels=x.shape[1], window=x.shape[-1], patch=4, n_outputs=y.shape[1]))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * ((len(x) + 63) // 64))
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            xb = x[idx]
-            # dihedral flips keep the rule (it reads a disk) and quadruple the data
-            if torch.rand(1, generator=g) < 0.5:
-                xb = xb.flip(-1)
-            if torch.rand(1, generator=g) < 0.5:
-                xb = xb.flip(-2)
-            loss = torch.nn.functional.mse_loss(model(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model.eval()
+def train(*, epochs: int, seed: int, window: int, tmp: Path):
+    """The production path: `run_pipeline` on the synthetic default (spatial block split,
+    Lightning trainer, early stopping), attention only, no domain step."""
+    cfg = RunConfig(source="synthetic", window=window, epochs=epochs, seed=seed, methods=("attention",),
+                    domains=False, progress=False)
+    run_pipeline(cfg, tmp / "run")
+    return RunFolder(tmp / "run")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=64, help="test points explained")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=80, help="maximum epochs (early stopping), as `structattn run`")
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--shap-evals", type=int, default=None, help="SHAP max_evals (default 4 permutations)")
     ap.add_argument("--ig-steps", type=int, default=32)
@@ -68,26 +56,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    sample = make_synthetic(seed=0)
-    img = sample.image
-    img = (img - img.mean((1, 2), keepdims=True)) / img.std((1, 2), keepdims=True)  # channel z-score
-    patches = torch.as_tensor(extract_patches(img, sample.positions, window=args.window))
-    t = sample.targets
-    mu, sd = t.mean(0), t.std(0)
-    y = torch.as_tensor((t - mu) / sd, dtype=torch.float32)
-    # Spatial split: the right quarter of the scan is the test block (patches overlap, so
-    # a random split would leak); a one-window gap keeps test patches unseen.
-    col = sample.positions[:, 1]
-    edge = np.quantile(col, 0.75)
-    test = np.flatnonzero(col >= edge)
-    tr = np.flatnonzero(col < edge - args.window)
     t0 = time.perf_counter()
-    model = train(patches[tr], y[tr], epochs=args.epochs, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        rf = train(epochs=args.epochs, seed=0, window=args.window, tmp=Path(tmp))
+        trained, sample, split = rf.model, rf.sample, rf.predictions["split"]
+        r2 = np.array([rf.metrics["targets"][n]["r2"] for n in trained.target_names])
     train_s = time.perf_counter() - t0
-    with torch.no_grad():
-        pred = model(patches[test]).numpy()
-    r2 = 1 - ((pred - y[test].numpy()) ** 2).mean(0) / y[test].numpy().var(0)
-
+    model = trained.model.eval()
+    test = np.flatnonzero(split == 2)
+    patches = trained.standardise(extract_patches(sample.image, sample.positions, window=args.window,
+                                                  pad_mode=trained.pad_mode))
     rng = np.random.default_rng(0)
     pts = np.sort(rng.choice(test, size=min(args.points, len(test)), replace=False))
     names = list(sample.target_names)

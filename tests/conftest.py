@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Small but learnable: 160 px image, 22x22 = 484 points, a 2-layer ViT.
-SMALL_SOURCE = "synthetic:seed=1,size=160,spacing=6"
+SMALL_SOURCE = "synthetic:seed=1,size=160,spacing=6,radius=12"  # canonical: as config.json records it
 SMALL_RUN = dict(source=SMALL_SOURCE, window=24, patch=4, dim=48, depth=2, heads=4, epochs=40, patience=20, lr=3e-3,
                  blocks=3, progress=False, seed=0)
 

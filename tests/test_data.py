@@ -58,7 +58,8 @@ def test_causal_masks_are_the_rule_classes_inside_the_disk():
     r, c = np.rint(s.positions[0]).astype(int)
     lab = s.labels[r - 8 : r + 8, c - 8 : c + 8]
     yy, xx = np.mgrid[0:16, 0:16] - 8
-    np.testing.assert_array_equal(m[0], (lab == LABEL_NAMES.index("a")) & (yy**2 + xx**2 <= 36))
+    assert s.truth["radius"] == 12.0  # the documented default
+    np.testing.assert_array_equal(m[0], (lab == LABEL_NAMES.index("a")) & (yy**2 + xx**2 <= 144))
 
 
 def test_bundle_round_trip(tmp_path):

@@ -97,9 +97,11 @@ def test_pass_counter_counts_forwards_and_backwards():
     x, _ = toy_batch(6, seed=21)
     _, c_att = measure_cost(make_explainer("attention", model), x, target=None)
     _, c_grad = measure_cost(make_explainer("gradattn", model), x, target=0)
+    _, c_pos = measure_cost(make_explainer("gradattn", model, polarity="positive"), x, target=0)
     _, c_ig = measure_cost(make_explainer("ig", model, n_steps=8, internal_batch_size=None), x, target=0)
     assert (c_att["forwards_per_point"], c_att["backwards_per_point"]) == (1, 0)
-    assert (c_grad["forwards_per_point"], c_grad["backwards_per_point"]) == (1, 1)
+    assert (c_grad["forwards_per_point"], c_grad["backwards_per_point"]) == (1, 2)  # polarity "both"
+    assert (c_pos["forwards_per_point"], c_pos["backwards_per_point"]) == (1, 1)
     assert c_ig["backwards_per_point"] == 8 and c_ig["forwards_per_point"] >= 8
     with PassCounter(model) as c:
         model(x)

@@ -74,13 +74,13 @@ def test_gradattn_equals_step_by_step_reference():
     model = trained_toy()
     x, _ = toy_batch(4, seed=11)
     for target in (0, 1):
-        got = GradAttnExplainer(model).attribute(x, target=target)[:, ::4, ::4].reshape(4, -1)
+        got = GradAttnExplainer(model, polarity="positive").attribute(x, target=target)[:, ::4, ::4].reshape(4, -1)
         torch.testing.assert_close(got, _reference_gradattn(model, x, target), rtol=1e-4, atol=1e-6)
-    # polarity: "negative" explains -y_k, "both" adds the two relevances
+    # polarity: "negative" explains -y_k, "both" (the default) adds the two relevances
     neg = GradAttnExplainer(model, polarity="negative").attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
     torch.testing.assert_close(neg, _reference_gradattn(model, x, 0, sign=-1.0), rtol=1e-4, atol=1e-6)
-    both = GradAttnExplainer(model, polarity="both").attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
-    pos = GradAttnExplainer(model).attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
+    both = GradAttnExplainer(model).attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
+    pos = GradAttnExplainer(model, polarity="positive").attribute(x, target=0)[:, ::4, ::4].reshape(4, -1)
     torch.testing.assert_close(both, pos + neg, rtol=1e-4, atol=1e-6)
 
 
@@ -119,11 +119,11 @@ def test_ig_completeness():
     torch.testing.assert_close(a[:, ::4, ::4].reshape(4, -1).sum(1), gap, rtol=0, atol=2e-2)
 
 
-# Justified thresholds: on this task a perfect token map scores AUROC 1. Every method but
-# gradattn clears 0.85. Chefer's relevance keeps only *positive* evidence (clamp of grad⊙A),
-# so with a signed linear target the causal tokens whose value pulls the output down at a
-# given point get no relevance there: 0.6 (well above the centre prior's ~0.4) is its bar.
-THRESHOLD = {"attention": 0.85, "rollout": 0.85, "gradattn": 0.6, "shap": 0.9, "ig": 0.9, "occlusion": 0.9}
+# Justified thresholds: on this task a perfect token map scores AUROC 1 and the centre prior
+# about 0.4. Every method clears 0.85 (gradattn with its default polarity "both": 0.94 and
+# 0.98; Chefer's positive-only relevance gets 0.64 and 0.76 here, because with a signed
+# linear target the causal tokens that pull the output down at a point get no relevance).
+THRESHOLD = {"attention": 0.85, "rollout": 0.85, "gradattn": 0.85, "shap": 0.9, "ig": 0.9, "occlusion": 0.9}
 
 
 @pytest.mark.parametrize("method", sorted(THRESHOLD))
@@ -138,7 +138,7 @@ def test_methods_find_the_known_offcentre_region(method):
         s = ground_truth_scores(a, region_masks(n, region))
         assert s["auroc"] > THRESHOLD[method], (method, target, s)
         assert s["mass_ratio"] > 1.0
-    assert prior["auroc"] < THRESHOLD["gradattn"]  # the centre prior cannot find a corner region
+    assert prior["auroc"] < 0.6  # the centre prior cannot find a corner region
 
 
 @pytest.mark.parametrize("method", ["attention", "rollout", "gradattn", "ig", "occlusion"])

@@ -241,9 +241,8 @@ def run_pipeline(
             "run": asdict(cfg),
             "model": vit_cfg.to_dict(),
             "train": asdict(train_cfg),
-            "data": {"source": cfg.source if sample.meta.get("source") != "synthetic" else
-                     f"synthetic:seed={sample.meta.get('seed', 0)},size={sample.meta.get('size', 256)},"
-                     f"spacing={sample.meta.get('spacing', 7)}",
+            "data": {"source": sample.meta.get("spec", cfg.source) if sample.meta.get("source") == "synthetic"
+                     else cfg.source,
                      "checksum": checksum, "n_points": sample.n_points, "image_shape": list(sample.image.shape),
                      "channels": list(sample.channels), "file_sha256": sample.meta.get("sha256")},
             "targets": {"names": list(targets.names), "units": list(targets.units), "info": targets.info},

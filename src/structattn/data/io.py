@@ -1,7 +1,8 @@
 """One entry point from a data source string to a `Sample`.
 
 Sources:
-  ``synthetic`` or ``synthetic:seed=3``   the seeded synthetic default (`make_synthetic`)
+  ``synthetic`` or ``synthetic:seed=3``   the seeded synthetic default (`make_synthetic`);
+                                          keys seed, size, spacing, radius (causal radius, px)
   ``PATH.npz``                            the NPZ bundle (`load_bundle`)
   ``PATH.h5``                             a pyNSID BEPS loop grid (`structattn.loops.sample_from_beps`);
                                           its structure image comes from ``structure_from``
@@ -24,12 +25,13 @@ def _parse_synthetic(source: str) -> dict:
     _, _, rest = source.partition(":")
     for item in filter(None, rest.split(",")):
         key, eq, val = item.partition("=")
-        if not eq or key not in ("seed", "size", "spacing"):
-            raise ValueError(f"source: expected 'synthetic[:seed=N,size=N,spacing=N]', got {source!r}")
+        if not eq or key not in ("seed", "size", "spacing", "radius"):
+            raise ValueError(f"source: expected 'synthetic[:seed=N,size=N,spacing=N,radius=R]', got {source!r}")
         try:
-            opts[key] = int(val)
+            opts["causal_radius" if key == "radius" else key] = float(val) if key == "radius" else int(val)
         except ValueError:
-            raise ValueError(f"source: {key} must be an integer in {source!r}") from None
+            kind = "a number" if key == "radius" else "an integer"
+            raise ValueError(f"source: {key} must be {kind} in {source!r}") from None
     return opts
 
 

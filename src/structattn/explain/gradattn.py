@@ -11,7 +11,11 @@ attention and rollout it is specific to the target and non-negative by construct
 Regression caveat: the clamp keeps *positive* evidence only. For a property that a
 structure lowers (e.g. a-domains lower ``height``), the causal tokens get no relevance for
 ``y_k``; they do for ``-y_k``. ``polarity="negative"`` explains ``-y_k`` and ``"both"``
-adds the two relevances (one forward, two backward passes). The default is Chefer's.
+adds the two relevances (one forward, two backward passes). The default is ``"both"``:
+what drives a property should not depend on the sign convention of its name (``height``
+and ``-height``), and on the synthetic default positive-only relevance scores a
+ground-truth AUROC of 0.12 on ``height`` against 0.93 for ``"both"``. ``"positive"`` is
+Chefer's original.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ def gradattn_relevance(weights: list[torch.Tensor], grads: list[torch.Tensor]) -
 
 
 class GradAttnExplainer(Explainer):
-    """Chefer et al. 2021 relevance for one output: one forward and one backward pass.
+    """Chefer et al. 2021 relevance for one output: one forward and two backward passes.
 
     Args:
         model: a `ViTRegressor` (its ``forward(x, return_attention=True)`` must return the
             attention weights in the autograd graph).
-        polarity: ``"positive"`` (Chefer: what raises output k), ``"negative"`` (what
-            lowers it) or ``"both"`` (sum of the two relevances).
+        polarity: ``"both"`` (default: sum of the two relevances, for regression),
+            ``"positive"`` (Chefer: what raises output k) or ``"negative"`` (what lowers it).
 
     Example:
         >>> from structattn.nets.vit import ViTConfig, ViTRegressor
@@ -55,7 +59,7 @@ class GradAttnExplainer(Explainer):
 
     POLARITIES = ("positive", "negative", "both")
 
-    def __init__(self, model: nn.Module, *, polarity: str = "positive") -> None:
+    def __init__(self, model: nn.Module, *, polarity: str = "both") -> None:
         super().__init__(model)
         if polarity not in self.POLARITIES:
             raise ValueError(f"polarity: expected one of {self.POLARITIES}, got {polarity!r}")
