@@ -1,6 +1,7 @@
-"""Figures for docs/explanations.md from bench/results/explain.json and its .maps.npz.
+"""Figures and tables for docs/explanations.md from bench/results/explain.json and its .maps.npz.
 
 Run after ``bench/bench_explain.py``: ``PYTHONPATH=src python bench/plot_explain.py``.
+Writes the figures to docs/img/ and prints the two markdown tables of the docs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,26 @@ from structattn.report.explain_figures import plot_curves, plot_method_maps, plo
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "img"
 METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion", "centre"]
+
+
+def markdown_tables(res: dict) -> str:
+    """The summary and per-target tables of docs/explanations.md, as markdown."""
+    out = ["| method | throughput vs SHAP | points/s | pixel AUROC | in-disk AUROC |", "|---|---|---|---|---|"]
+    for m, s in res["summary"].items():
+        out.append(f"| {m} | {s['throughput_vs_shap']:.0f}× | {s['points_per_second']:.1f} | {s['auroc']:.3f} | "
+                   f"{s['auroc_within']:.3f} |")
+    out += ["", "| target | method | AUROC | in-disk AUROC | mass ratio | deletion AUC ↓ | insertion AUC ↑ | ρ vs SHAP "
+            "| top-k vs SHAP | randomisation ρ | fwd/pt | bwd/pt | ms/pt | × SHAP |", "|---" * 14 + "|"]
+    for target in res["model_test_r2"]:
+        for r in (r for r in res["rows"] if r["target"] == target):
+            out.append(f"| {target} | {r['method']} | {r['auroc']:.3f} | {r['auroc_within']:.3f} | {r['mass_ratio']:.2f} | "
+                       f"{r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} | {r['spearman_vs_shap']:.2f} | "
+                       f"{r['topk_vs_shap']:.2f} | {r['randomisation_spearman']:.2f} | {r['forwards_per_point']:.0f} | "
+                       f"{r['backwards_per_point']:.0f} | {1e3 * r['seconds_per_point']:.2f} | {r['throughput_vs_shap']:.0f} |")
+        rnd = res["random_order"][target]
+        out.append(f"| {target} | (random order) | | | | {rnd['deletion_auc']:.3f} | {rnd['insertion_auc']:.3f} |"
+                   + " |" * 7)
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -35,6 +56,7 @@ def main() -> None:
         vals = {t: {r["method"]: r[metric] for r in rows if r["target"] == t} for t in targets}
         plot_score_bars(vals, metric=metric, reference=ref).savefig(DOCS / f"explain_{metric}.png", dpi=110)
     print("wrote", sorted(p.name for p in DOCS.glob("explain_*.png")))
+    print(markdown_tables(res))
 
 
 if __name__ == "__main__":
