@@ -40,6 +40,9 @@ def test_synthetic_is_deterministic_and_follows_its_rule():
     # V+ = 1.5 + 4 f_a + N(0, 0.03): residual std recovers the parameter noise.
     resid = v_plus - (1.5 + 4.0 * f_a)
     assert abs(resid.mean()) < 0.01 and 0.02 < resid.std() < 0.04
+    height = s.targets[:, list(s.target_names).index("height")]
+    resid = height - (1.0 - 1.2 * f_a)  # height = 1 - 1.2 f_a + N(0, 0.03)
+    assert abs(resid.mean()) < 0.01 and 0.02 < resid.std() < 0.04
     # every class present, a-domains a sizeable share
     shares = np.bincount(s.labels.ravel(), minlength=5) / s.labels.size
     assert (shares > 0.03).all() and shares[LABEL_NAMES.index("a")] > 0.1
@@ -50,6 +53,24 @@ def test_synthetic_is_deterministic_and_follows_its_rule():
     loop = s.loops[i, rising]
     cross = np.interp(0.0, loop, v[rising])
     assert abs(cross - v_plus[i]) < 0.4
+
+
+def test_synthetic_source_string_sets_the_radius_and_is_recorded():
+    from structattn.data import load_sample
+
+    s = load_sample("synthetic:seed=2,size=96,spacing=8,radius=6")
+    assert s.truth["radius"] == 6.0 and s.meta["spec"] == "synthetic:seed=2,size=96,spacing=8,radius=6"
+    # the recorded spec reproduces the same sample
+    np.testing.assert_array_equal(load_sample(s.meta["spec"]).targets, s.targets)
+    assert not np.array_equal(load_sample("synthetic:seed=2,size=96,spacing=8").targets, s.targets)
+    with pytest.raises(ValueError, match="radius must be a number"):
+        load_sample("synthetic:radius=wide")
+    with pytest.raises(ValueError, match="radius=R"):
+        load_sample("synthetic:depth=3")
+    with pytest.raises(ValueError, match="radius must be >= 1"):
+        load_sample("synthetic:radius=0")
+    with pytest.raises(ValueError, match="causal_radius: expected a radius >= 1 px"):
+        make_synthetic(causal_radius=0.5)
 
 
 def test_causal_masks_are_the_rule_classes_inside_the_disk():

@@ -33,7 +33,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
 
     d = RunConfig()
     if not demo:
-        p.add_argument("bundle", help="input: an .npz bundle (see docs/data.md) or 'synthetic[:seed=N]'")
+        p.add_argument("bundle", help="input: an .npz bundle (see docs/data.md), a BEPS .h5, or 'synthetic[:seed=N,radius=R]'")
     p.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
                    help="run folder to create" + (" (default runs/demo)" if demo else ""))
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder once the new one is complete")

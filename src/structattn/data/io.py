@@ -32,6 +32,8 @@ def _parse_synthetic(source: str) -> dict:
         except ValueError:
             kind = "a number" if key == "radius" else "an integer"
             raise ValueError(f"source: {key} must be {kind} in {source!r}") from None
+        if key == "radius" and not opts["causal_radius"] >= 1:
+            raise ValueError(f"source: radius must be >= 1 (pixels) in {source!r}")
     return opts
 
 

@@ -24,7 +24,7 @@ plus Gaussian parameter noise (std 0.03). The known causal region of target k at
 therefore ``disk(causal_radius) & isin(labels, classes_k)``; c+ and c- polarity is never
 used by the rule. Each point carries a tanh-branch hysteresis loop built from these values.
 
-Why 12 px and not smaller: with a small disk (6 px, before 0.2) the causal region is little
+Why 12 px and not smaller: with a small disk (6 px, up to 0.1.0) the causal region is little
 more than "the patch centre", and a centre-weighted prior that ignores the model scores a
 ground-truth AUROC of 0.95 — the benchmark could not tell an explanation that finds the
 *structure* from one that finds the *middle*. Over a 12 px disk the prior scores about 0.8,
@@ -175,6 +175,8 @@ def make_synthetic(
     """
     if size < 2 * margin + 1:
         raise ValueError(f"size: expected > 2*margin={2 * margin}, got {size}")
+    if not np.isfinite(causal_radius) or causal_radius < 1:
+        raise ValueError(f"causal_radius: expected a radius >= 1 px, got {causal_radius}")
     rng = np.random.default_rng(seed)
     labels = domain_labels(size=size, rng=rng)
     image, channels = render_channels(labels, rng=rng)
