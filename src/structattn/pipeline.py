@@ -241,8 +241,7 @@ def run_pipeline(
             "run": asdict(cfg),
             "model": vit_cfg.to_dict(),
             "train": asdict(train_cfg),
-            "data": {"source": sample.meta.get("spec", cfg.source) if sample.meta.get("source") == "synthetic"
-                     else cfg.source,
+            "data": {"source": sample.meta.get("spec", cfg.source),  # synthetic: the canonical spec
                      "checksum": checksum, "n_points": sample.n_points, "image_shape": list(sample.image.shape),
                      "channels": list(sample.channels), "file_sha256": sample.meta.get("sha256")},
             "targets": {"names": list(targets.names), "units": list(targets.units), "info": targets.info},

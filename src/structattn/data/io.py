@@ -20,20 +20,29 @@ from .sample import Sample
 from .synthetic import make_synthetic
 
 
+# key in the source string -> (make_synthetic parameter, type, what the error calls it)
+_SYNTHETIC_KEYS = {
+    "seed": ("seed", int, "an integer"),
+    "size": ("size", int, "an integer"),
+    "spacing": ("spacing", int, "an integer"),
+    "radius": ("causal_radius", float, "a number"),
+}
+
+
 def _parse_synthetic(source: str) -> dict:
     opts = {}
     _, _, rest = source.partition(":")
     for item in filter(None, rest.split(",")):
         key, eq, val = item.partition("=")
-        if not eq or key not in ("seed", "size", "spacing", "radius"):
+        if not eq or key not in _SYNTHETIC_KEYS:
             raise ValueError(f"source: expected 'synthetic[:seed=N,size=N,spacing=N,radius=R]', got {source!r}")
+        name, kind, what = _SYNTHETIC_KEYS[key]
         try:
-            opts["causal_radius" if key == "radius" else key] = float(val) if key == "radius" else int(val)
+            opts[name] = kind(val)
         except ValueError:
-            kind = "a number" if key == "radius" else "an integer"
-            raise ValueError(f"source: {key} must be {kind} in {source!r}") from None
-        if key == "radius" and not opts["causal_radius"] >= 1:
-            raise ValueError(f"source: radius must be >= 1 (pixels) in {source!r}")
+            raise ValueError(f"source: {key} must be {what} in {source!r}") from None
+    if not opts.get("causal_radius", 1.0) >= 1:  # named as the user wrote it; make_synthetic checks too
+        raise ValueError(f"source: radius must be >= 1 (pixels) in {source!r}")
     return opts
 
 

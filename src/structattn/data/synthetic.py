@@ -199,7 +199,7 @@ def make_synthetic(
         labels=labels,
         label_names=LABEL_NAMES,
         truth={"radius": float(causal_radius), "classes": {k: list(v) for k, v in RULE_CLASSES.items()}},
-        meta={"source": "synthetic", "seed": seed, "size": size, "spacing": spacing, "causal_radius": float(causal_radius),
+        meta={"source": "synthetic", "seed": seed, "size": size, "spacing": spacing,
               "spec": f"synthetic:seed={seed},size={size},spacing={spacing},radius={float(causal_radius):g}",
               "target_units": dict(TARGET_UNITS)},
     )

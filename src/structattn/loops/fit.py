@@ -178,18 +178,18 @@ def _lm_batched(
     p0 = torch.as_tensor(problem.starts.reshape(n * s, 9), **kw)
     z = ((p0 - lo) / width).clamp(0.0, 1.0)  # (B, 9) in the unit box
 
-    def residual(zz, yy):
-        """Residuals and cost at zz, no Jacobian: (A, V), (A,)."""
+    def cost_at(zz, yy):
+        """Sum of squared residuals at zz, no Jacobian: (A,)."""
         rr = loop_model_torch(v, lo + width * zz, rising=rising) - yy
-        return rr, (rr * rr).sum(dim=1)
+        return (rr * rr).sum(dim=1)
 
     def normal_eqs(zz, yy):
-        """J^T J (A, 9, 9), J^T r (A, 9), r (A, V), cost (A,) at zz (J w.r.t. z)."""
+        """J^T J (A, 9, 9), J^T r (A, 9), cost (A,) at zz (J w.r.t. z)."""
         f, jac = loop_model_jacobian_torch(v, lo + width * zz, rising=rising)
         jz = jac * width  # chain rule: (A, V, 9)
         rr = f - yy
         jt = jz.transpose(1, 2)
-        return jt @ jz, (jt @ rr[..., None])[..., 0], rr, (rr * rr).sum(dim=1)
+        return jt @ jz, (jt @ rr[..., None])[..., 0], (rr * rr).sum(dim=1)
 
     # Work on the still-active problems only: most converge in a few dozen
     # iterations, a few need hundreds. Finished ones are written to z_out/cost_out.
@@ -198,7 +198,7 @@ def _lm_batched(
     cost_out = torch.full((n * s,), float("inf"), **kw)
     act = torch.arange(n * s, device=dev)  # (A,) indices of active problems
     y_all = y
-    a, g, r, cost = normal_eqs(z, y)
+    a, g, cost = normal_eqs(z, y)
     lam = torch.full((n * s,), 1e-2, **kw)
     eye = torch.eye(9, **kw)
     it = 0
@@ -215,17 +215,16 @@ def _lm_batched(
         step, info = torch.linalg.solve_ex(m, rhs)
         step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
         z_new = (z + step).clamp(0.0, 1.0)  # projection onto the box
-        _, cost_new = residual(z_new, y)
+        cost_new = cost_at(z_new, y)
         ok = torch.isfinite(cost_new) & (cost_new < cost)
         rel = (cost - cost_new) / cost.clamp_min(1e-30)
         lam = torch.where(ok, lam * 0.3, lam * 4.0).clamp(1e-9, 1e9)
         idx = torch.nonzero(ok).squeeze(1)
         if idx.numel():
             z = z.index_copy(0, idx, z_new[idx])
-            a_i, g_i, r_i, c_i = normal_eqs(z[idx], y[idx])
+            a_i, g_i, c_i = normal_eqs(z[idx], y[idx])
             a = a.index_copy(0, idx, a_i)
             g = g.index_copy(0, idx, g_i)
-            r = r.index_copy(0, idx, r_i)
             cost = cost.index_copy(0, idx, c_i)
         # Converged: an accepted step that barely helps, or a damping so large
         # that no step helps any more.
@@ -246,7 +245,7 @@ def _lm_batched(
             keep = ~done
             if not bool(keep.any()):
                 break
-            act, z, a, g, r, cost, lam = act[keep], z[keep], a[keep], g[keep], r[keep], cost[keep], lam[keep]
+            act, z, a, g, cost, lam = act[keep], z[keep], a[keep], g[keep], cost[keep], lam[keep]
             y = y_all[act]
     p = (lo + width * z_out).reshape(n, s, 9)
     cost = cost_out.reshape(n, s)
