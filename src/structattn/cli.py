@@ -49,8 +49,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--latent-size", type=int, default=d.latent_size,
                    help=f"number of latents for --targets latent (default {d.latent_size})")
     p.add_argument("--beta", type=float, default=d.beta, help=f"KL weight of the loop VAE (default {d.beta})")
-    p.add_argument("--window", type=int, default=d.window, help=f"patch side in pixels (default {d.window})")
-    p.add_argument("--patch", type=int, default=d.patch, help=f"token side in pixels (default {d.patch})")
+    p.add_argument("--window", type=int, default=None,
+                   help="patch side in pixels (default: from the data, 32 px or 4 point spacings, at most a third "
+                        "of the image; the reason is recorded in config.json)")
+    p.add_argument("--patch", type=int, default=None, help="token side in pixels (default window / 8: 8 x 8 tokens)")
+    p.add_argument("--buffer", type=int, default=None,
+                   help="pixels around held-out blocks without training points (default window / 4)")
     p.add_argument("--pad-mode", default=d.pad_mode, choices=PAD_MODES,
                    help=f"points near the edge: pad the image this way, or 'exclude' them (default {d.pad_mode})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed for split, model and explanations (default {d.seed})")
@@ -60,8 +64,18 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--dim", type=int, default=d.dim, help=f"transformer width (default {d.dim})")
     p.add_argument("--depth", type=int, default=d.depth, help=f"transformer blocks (default {d.depth})")
     p.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
+    p.add_argument("--stem", type=int, default=d.stem,
+                   help=f"conv stem channels before tokenising, 0 = linear patch embedding (default {d.stem})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
-    p.add_argument("--no-augment", action="store_true", help="no random flips/rotations of training patches")
+    p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
+                   help="random symmetries of training patches: none (default), flips (mirrors), dihedral (mirrors "
+                        "and 90° turns). Only when the property cannot depend on where or in which orientation a "
+                        "structure sits in the patch")
+    p.add_argument("--no-augment", action="store_true", help="same as --augment none (kept for old scripts)")
+    p.add_argument("--no-cnn-baseline", action="store_true",
+                   help="skip the small CNN baseline (saves about the ViT's training time; mean, ridge and "
+                        "position baselines always run)")
     p.add_argument("--methods", default=",".join(d.methods),
                    help=f"explanation methods, comma-separated (default {','.join(d.methods)})")
     p.add_argument("--points", default=d.points, help="points to explain: test, all or N test points (default test)")
@@ -75,9 +89,11 @@ def _config_from_args(args, source: str):
     from .pipeline import RunConfig
 
     return RunConfig(
-        source=source, targets=args.targets, structure_from=args.structure_from, window=args.window, patch=args.patch, pad_mode=args.pad_mode,
+        source=source, targets=args.targets, structure_from=args.structure_from, window=args.window,
+        patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-        depth=args.depth, heads=args.heads, blocks=args.blocks, augment=not args.no_augment,
+        depth=args.depth, heads=args.heads, stem=args.stem, weight_decay=args.weight_decay, blocks=args.blocks,
+        augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=args.device, progress=not args.quiet, domains=not args.no_domains,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
@@ -89,11 +105,25 @@ def _do_run(args, source: str) -> int:
 
     cfg = _config_from_args(args, source)
     t0 = time.perf_counter()
-    say = lambda m: console.print(f"[dim]•[/] {m}")  # noqa: E731
-    step = None if args.quiet else (lambda m: console.print(f"[dim]  explaining and scoring {m}[/]"))
+    # user text (paths, target names) never goes through rich markup
+    say = lambda m: console.print(Text.assemble(("• ", "dim"), str(m)), soft_wrap=True)  # noqa: E731
+    step = None if args.quiet else (
+        lambda m: console.print(Text(f"  explaining and scoring {m}", style="dim"), soft_wrap=True))
     result = run_pipeline(cfg, args.out, overwrite=args.overwrite, log=say, progress=step)
-    console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s → {result.out}/report.html")
+    _print_summary(result.metrics)
+    console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s → {result.out}/report.html"),
+                  soft_wrap=True)
     return 0
+
+
+def _print_summary(metrics: dict) -> None:
+    """ViT against its baselines per target, the verdict, and the most faithful method."""
+    from .report.summary import summary_lines
+
+    console.print(Text("summary (test blocks):", style="bold"))
+    for line in summary_lines(metrics):
+        style = "red" if "NOT LEARNED" in line else None
+        console.print(Text("  " + line, style=style or ""), soft_wrap=True)
 
 
 def cmd_run(args) -> int:
@@ -119,7 +149,7 @@ def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool)
     section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step)
     write_report(run_dir)
     for line in auroc_lines(section):
-        console.print(f"[dim]•[/] {line}")
+        console.print(Text.assemble(("• ", "dim"), line), soft_wrap=True)
     return section
 
 

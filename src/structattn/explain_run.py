@@ -14,8 +14,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .data.patches import extract_patches
+from .data.truth import truth_masks, truth_within
 from .evaluate import evaluate_methods, scores_for_json
 from .explain import EXPLAINERS
+from .points import check_points_spec, choose_points
 from .runfolder import RunFolder, write_explanations
 
 
@@ -30,8 +32,6 @@ def parse_methods(spec: str | Sequence[str]) -> tuple[str, ...]:
 
 def _points(split: np.ndarray, spec: str, *, seed: int) -> np.ndarray:
     """The pipeline's choice (same points as `structattn run` for the same spec and seed)."""
-    from .pipeline import check_points_spec, choose_points
-
     check_points_spec(spec)
     return choose_points(np.flatnonzero(split == 2), len(split), spec, seed=seed)
 
@@ -74,18 +74,11 @@ def explain_run(
     patches = extract_patches(sample.image, sample.positions[index], window=window, pad_mode=pad)
     x = trained.standardise(patches)
     targets = list(trained.target_names)
-    masks = within = None
-    if sample.truth is not None and sample.labels is not None:
-        from .data.synthetic import causal_masks
-
-        known = [t for t in targets if t in sample.truth["classes"]]
-        masks = {t: causal_masks(sample, target=t, window=window, index=index) for t in known}
-        yy, xx = np.mgrid[0:window, 0:window] - window // 2
-        disk = (yy**2 + xx**2) <= sample.truth["radius"] ** 2
-        within = {t: disk for t in known}
+    masks = {t: m for t in targets if (m := truth_masks(sample, target=t, window=window, index=index)) is not None}
+    within = {t: w for t in masks if (w := truth_within(sample, target=t, window=window)) is not None}
     scores, maps = evaluate_methods(
         trained.model, x, methods=names, targets=list(range(len(targets))), target_names=targets,
-        masks=masks, within=within, options=options, seed=seed, on_step=on_step,
+        masks=masks or None, within=within or None, options=options, seed=seed, on_step=on_step,
     )
     by_method = {m: {t: maps[t][m] for t in targets} for m in list(names) + ["centre"]}
     write_explanations(rf.path / "explanations.h5", point_index=index, maps=by_method,

@@ -3,6 +3,7 @@
 Sources:
   ``synthetic`` or ``synthetic:seed=3``   the seeded synthetic default (`make_synthetic`);
                                           keys seed, size, spacing, radius (causal radius, px)
+  ``semisynthetic:image=PATH,...``        real PFM texture with known rules (`make_semisynthetic`)
   ``PATH.npz``                            the NPZ bundle (`load_bundle`)
   ``PATH.h5``                             a pyNSID BEPS loop grid (`structattn.loops.sample_from_beps`);
                                           its structure image comes from ``structure_from``
@@ -55,6 +56,10 @@ def load_sample(source: str | Path, *, structure_from: str = "response@0V") -> S
     text = str(source)
     if text == "synthetic" or text.startswith("synthetic:"):
         return make_synthetic(**_parse_synthetic(text))
+    if text.startswith("semisynthetic:"):
+        from .semisynthetic import make_semisynthetic, parse_semisynthetic
+
+        return make_semisynthetic(**parse_semisynthetic(text))
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(f"bundle: no such file: {path}")

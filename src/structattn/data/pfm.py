@@ -152,3 +152,38 @@ def read_pfm(path, *, reader: str = "auto") -> PFMImage:
         pixel_size=px,
         meta={"source": str(path), "reader": used, "quantities": {c: by_name[c][3] for c in channels}},
     )
+
+
+def read_instrument(path) -> tuple[np.ndarray, tuple[str, ...], float | None]:
+    """A Gwyddion ``.gwy`` or Asylum Igor ``.ibw`` PFM scan via SciFiReaders.
+
+    Returns ((C, H, W) float32, channel names, metres per pixel or None). Channels are the
+    known PFM quantities except deflection (the feedback error), in `CHANNEL_ORDER`.
+    Files are only read. ``.ibw`` needs the ``igor2`` package.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gwy", ".ibw"):
+        raise ValueError(f"image: expected a .gwy or .ibw file, got {path.name!r}")
+    try:
+        import SciFiReaders as sr
+
+        reader = sr.GwyddionReader if suffix == ".gwy" else sr.IgorIBWReader
+        datasets = reader(str(path)).read()
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
+        raise ValueError(f"image: cannot read {path.name!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    items = datasets.values() if isinstance(datasets, dict) else datasets
+    by_name: dict[str, tuple[np.ndarray, float | None]] = {}
+    for ds in items:
+        cname = _channel_name(str(ds.quantity))
+        arr = np.asarray(ds, dtype=np.float32)
+        if cname is None or cname == "deflection" or cname in by_name or arr.ndim != 2:
+            continue
+        by_name[cname] = (arr, _pixel_size(ds.dim_0.values))
+    if not by_name:
+        raise ValueError(f"image: {path.name!r} holds no 2-D amplitude, phase or height channel")
+    channels = tuple(c for c in CHANNEL_ORDER if c in by_name)
+    image = np.stack([by_name[c][0] for c in channels])
+    if not np.isfinite(image).all():
+        raise ValueError(f"image: {path.name!r} contains {int((~np.isfinite(image)).sum())} non-finite pixels")
+    return image, channels, next((by_name[c][1] for c in channels if by_name[c][1]), None)

@@ -3,6 +3,7 @@
 from ..explain.prior import centre_prior
 from .agreement import agreement
 from .cost import PassCounter, measure_cost
+from .faithful import faithful_method, rank_methods
 from .faithfulness import deletion_insertion
 from .ground_truth import ground_truth_scores
 from .sanity import randomisation_check, randomise_parameters
@@ -16,9 +17,11 @@ __all__ = [
     "centre_prior",
     "deletion_insertion",
     "evaluate_methods",
+    "faithful_method",
     "ground_truth_scores",
     "measure_cost",
     "randomisation_check",
     "randomise_parameters",
+    "rank_methods",
     "scores_for_json",
 ]

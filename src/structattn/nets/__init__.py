@@ -1,5 +1,6 @@
 """Pure nn.Modules (no training code here)."""
 
+from .cnn import CNNConfig, CNNRegressor
 from .vit import ViTConfig, ViTRegressor
 
-__all__ = ["ViTConfig", "ViTRegressor"]
+__all__ = ["CNNConfig", "CNNRegressor", "ViTConfig", "ViTRegressor"]

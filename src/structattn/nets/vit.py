@@ -30,6 +30,7 @@ class ViTConfig:
     mlp_ratio: float = 2.0  # hidden width of each block's MLP relative to dim
     dropout: float = 0.1  # dropout on MLP and attention outputs; regularises small data
     n_outputs: int = 1  # number of regression targets K
+    stem: int = 16  # channels of a 2-layer 3x3 conv stem before tokenising; 0 = linear patch embedding
 
     def __post_init__(self) -> None:
         if self.window % self.patch:
@@ -39,6 +40,8 @@ class ViTConfig:
         for name in ("in_channels", "window", "patch", "dim", "depth", "heads", "n_outputs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.stem < 0:
+            raise ValueError(f"stem: expected 0 (no conv stem) or a positive channel count, got {self.stem}")
 
     @property
     def grid(self) -> int:
@@ -115,7 +118,17 @@ class ViTRegressor(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Conv2d(cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
+        # Optional conv stem: two 3x3 convolutions give each token local nonlinear features
+        # (wall/edge detectors) before tokenising; it stays within the token's neighbourhood
+        # (receptive field 5 px), so token t still reads the pixels of sub-patch t and its rim.
+        if cfg.stem:
+            self.stem = nn.Sequential(
+                nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(),
+                nn.Conv2d(cfg.stem, cfg.stem, 3, padding=1), nn.GELU(),
+            )
+        else:
+            self.stem = nn.Identity()
+        self.embed = nn.Conv2d(cfg.stem or cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -137,7 +150,7 @@ class ViTRegressor(nn.Module):
             raise ValueError(
                 f"x: expected (B, {self.cfg.in_channels}, {self.cfg.window}, {self.cfg.window}), got {tuple(x.shape)}"
             )
-        t = self.embed(x).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
+        t = self.embed(self.stem(x)).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
         t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
         return t + self.pos
 

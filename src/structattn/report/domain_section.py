@@ -1,16 +1,20 @@
 """Report section "Domain patterns": attribution by domain class (from ``domains.h5``).
 
 Registered on import (`structattn.report.html.render_report` imports it); renders nothing
-when the run has no ``domains`` entry in ``metrics.json``.
+when the run has no ``domains`` entry in ``metrics.json``. Rows of targets the ViT did not
+learn are marked, with a warning above the table.
 """
 
 from __future__ import annotations
+
+import html
 
 import h5py
 import numpy as np
 
 from . import domain_figures
-from .html import fig_to_html, register_section, table_html
+from .html import fig_to_html, not_learned_warning, register_section, table_html
+from .summary import unlearned_targets
 
 
 @register_section(60, "Domain patterns: attribution by domain class")
@@ -36,25 +40,33 @@ def domain_patterns(ctx) -> str | None:
         return None
     enr, ci = np.array(enr), np.array(ci)
     seg = summary["segmentation"]
-    out = (f"<p>Segmentation: <b>{seg['method']}</b> ({'; '.join(f'{k}: {v}' for k, v in seg['notes'].items())}). "
+    notes = "; ".join(f"{k}: {v}" for k, v in seg["notes"].items())
+    out = (f"<p>Segmentation: <b>{html.escape(str(seg['method']))}</b> ({html.escape(notes)}). "
            "Enrichment = (share of |attribution| on a class) / (its area share in the patch), ratio of means over "
            f"the {summary['n_points']} explained points; 95% bootstrap interval over points. "
            "&gt; 1: the method looks at that class more than its area; * in the figure: interval excludes 1.</p>")
-    table = []
+    # Issue 12: statistics of a target the ViT did not learn describe a model that does not predict it.
+    unlearned = unlearned_targets(ctx.run.metrics)
+    shown = dict.fromkeys(t for per_t in summary["enrichment"].values() for t in per_t if t in unlearned)
+    out += "".join(not_learned_warning(t, unlearned[t]) for t in shown)
+    table, classes = [], []
     for method, per_t in summary["enrichment"].items():
         for target, res in per_t.items():
             for r in res["classes"]:
                 if r["enrichment"] is None:
                     continue
                 flag = "enriched" if r["ci_low"] > 1 else ("depleted" if r["ci_high"] < 1 else "")
+                if target in unlearned:
+                    flag = "target NOT LEARNED: not evidence" + (f" ({flag})" if flag else "")
                 table.append([method, target, r["class"], r["reference_share"], r["attribution_share"],
                               r["enrichment"], f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", flag])
+                classes.append("unlearned" if target in unlearned else None)
     out += table_html(["method", "target", "class", "area share", "attribution share", "enrichment", "95% CI", ""],
-                      table)
-    # Per-class maps and the low/high split for the first row that has a split.
+                      table, row_classes=classes)
+    # Per-class maps and the low/high split for the first row that has a split (learned targets first).
     first = 0
     split = None
-    for k, row in enumerate(rows):
+    for k, row in sorted(enumerate(rows), key=lambda kr: kr[1].split(" / ", 1)[1] in unlearned):
         method, target = row.split(" / ", 1)
         sp = summary["enrichment"][method][target].get("split")
         if sp:
@@ -81,7 +93,7 @@ def domain_patterns(ctx) -> str | None:
     if "split" in figs:
         out += ("<p class='note'>Low vs high property: the lowest and highest third of the explained points; "
                 "the middle third is left out.</p>" + fig_to_html(figs["split"], alt="enrichment low vs high"))
-    out += (f"<p class='note'>Per-point enrichment of each class for {rows[first]} (log2; red = more "
+    out += (f"<p class='note'>Per-point enrichment of each class for {html.escape(rows[first])} (log2; red = more "
             "attribution than area, hollow = class absent from that patch).</p>")
     out += fig_to_html(figs["class_maps"], alt="per-class enrichment maps")
     return out

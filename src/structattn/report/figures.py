@@ -64,3 +64,41 @@ def overlay(patch: np.ndarray, attribution: np.ndarray, *, mask: np.ndarray | No
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
     return ax
+
+
+def r2_bars(r2: np.ndarray, *, targets: list[str], models: list[str], threshold: float | None = 0.1,
+            floor: float = -0.5, ax=None):
+    """Grouped bars of test R²: one group per target, one bar per model (ViT and its baselines).
+
+    Args:
+        r2: (K, M) R² of target k by model m; NaN where a model was not run (no bar).
+        targets: (K,) target names (x tick labels).
+        models: (M,) model names (legend), e.g. ["ViT", "mean", "ridge", "position", "CNN"].
+        threshold: optional dotted line: the least R² that counts as learned.
+        floor: lower y limit; bars below it are cut there and labelled with their value (a
+            very negative R² would otherwise flatten every other bar).
+    """
+    r2 = np.asarray(r2, dtype=float)
+    if r2.ndim != 2 or r2.shape != (len(targets), len(models)):
+        raise ValueError(f"r2: expected shape (len(targets), len(models)) = ({len(targets)}, {len(models)}), "
+                         f"got {r2.shape}")
+    ax = _ax(ax, (1.6 + 1.3 * len(targets), 3.2))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(targets))
+    for j, name in enumerate(models):
+        pos = x + (j - (len(models) - 1) / 2) * width
+        vals = r2[:, j]
+        ax.bar(pos, np.maximum(vals, floor), width, label=name,
+               color="#222222" if j == 0 else None, zorder=2)  # the ViT first, in black
+        for xp, v in zip(pos[vals < floor], vals[vals < floor]):  # cut bars: say how far down they go
+            ax.text(xp, floor + 0.02, f"{v:.2g}", rotation=90, ha="center", va="bottom", fontsize=6,
+                    color="white" if j == 0 else "black", zorder=3)
+    ax.axhline(0, color="k", lw=0.6)
+    if threshold is not None:
+        ax.axhline(threshold, color="#c0392b", lw=0.8, ls=":", label=f"learned needs R² ≥ {threshold:g}")
+    top = np.nanmax(r2) if np.isfinite(r2).any() else 1.0
+    ax.set_ylim(floor, max(1.0, top) + 0.05)
+    ax.set_xticks(x, targets)
+    ax.set_ylabel("test R²")
+    ax.legend(fontsize=7, ncol=min(len(models) + 1, 6), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return ax

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runfolder import RunFolder, atomic_write_bytes  # noqa: E402
+from .summary import unlearned_targets  # noqa: E402
 
 _SECTIONS: list[tuple[int, str, Callable]] = []
 
@@ -58,21 +59,65 @@ def fig_to_html(fig, *, alt: str = "") -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>'
 
 
-def table_html(header: list[str], rows: list[list]) -> str:
+def table_html(header: list[str], rows: list[list], *, row_classes: list[str | None] | None = None) -> str:
+    """An HTML table; every cell is escaped, floats shown to 3 significant digits, None as n/a.
+
+    Args:
+        header: column titles.
+        rows: one list of cell values per row.
+        row_classes: optional CSS class per row (None: none), e.g. ``"unlearned"``.
+    """
+    if row_classes is not None and len(row_classes) != len(rows):
+        raise ValueError(f"row_classes: expected one entry per row ({len(rows)}), got {len(row_classes)}")
+
     def cell(v):
+        if v is None:
+            return "n/a"
         if isinstance(v, float):
             return f"{v:.3g}"
         return html.escape(str(v))
 
+    def tr(k):
+        c = None if row_classes is None else row_classes[k]
+        return f"<tr class='{html.escape(c)}'>" if c else "<tr>"
+
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join(tr(k) + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for k, r in enumerate(rows))
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def not_learned_sentence(target: str, verdict: str) -> str:
+    """Escaped HTML: "<target> was not learned: <why>. Its explanations ... are not evidence."."""
+    why = str(verdict).strip().rstrip(".")
+    if why.lower().startswith("not learned"):  # verdicts read "not learned: ..."; say it once
+        why = why[len("not learned"):].lstrip(" :;,-")
+    why = why or "the ViT did no better than its baselines"
+    return (f"<b>{html.escape(str(target))} was not learned</b>: {html.escape(why)}. Its explanations and domain "
+            "statistics below describe a model that does not predict it and are not evidence.")
+
+
+def not_learned_warning(target: str, verdict: str) -> str:
+    """A warning box (``<div class='warn'>``) for one target whose ``learned`` is false."""
+    return f"<div class='warn'>{not_learned_sentence(target, verdict)}</div>"
+
+
+def not_learned_summary(unlearned: dict[str, str]) -> str:
+    """The box at the top of the report listing every unlearned target ('' when none)."""
+    if not unlearned:
+        return ""
+    items = "".join(f"<li>{not_learned_sentence(t, v)}</li>" for t, v in unlearned.items())
+    return (f"<div class='warn'><b>Not learned on this run: {html.escape(', '.join(unlearned))}.</b> "
+            f"The ViT did not beat its baselines on {'this target' if len(unlearned) == 1 else 'these targets'} "
+            f"(see \"Accuracy on held-out spatial blocks\").<ul>{items}</ul></div>")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}img{max-width:100%}.note{color:#555;font-size:.9em}"""
+th{background:#f3f3f3}img{max-width:100%}.note{color:#555;font-size:.9em}
+.warn{background:#fff3cd;border:2px solid #d9822b;border-left:8px solid #c0392b;padding:.6em 1em;margin:.8em 0;color:#5a2d00}
+.warn ul{margin:.4em 0 0 0}tr.unlearned td{background:#fdecea;color:#7a1f1f}
+.best{background:#e8f5e9;border-left:6px solid #2e7d32;padding:.4em .8em;margin:.6em 0}"""
 
 
 class _PartialRun(RunFolder):
@@ -93,7 +138,8 @@ def render_report(run_dir: str | Path, *, sample=None) -> str:
     ctx = ReportContext(run=_PartialRun(run_dir), sample_override=sample)
     cfg = ctx.run.config
     parts = [f"<h1>structattn report</h1><p class='note'>data: {html.escape(str(cfg['data']['source']))} · "
-             f"created {html.escape(cfg.get('created', ''))} · structattn {html.escape(cfg['versions']['structattn'])}</p>"]
+             f"created {html.escape(cfg.get('created', ''))} · structattn {html.escape(cfg['versions']['structattn'])}</p>",
+             not_learned_summary(unlearned_targets(ctx.run.metrics))]  # issue 12: first thing a reader sees
     for _, title, fn in _SECTIONS:
         body = fn(ctx)
         if body:

@@ -41,7 +41,7 @@ def latent_section(ctx) -> str | None:
         table_html(["loop model", "reconstruction MSE", "relative", "MSE held-out"], rows),
     ]
     if "kl_per_latent" in summ:
-        kl = ", ".join(f"{n}: {k:.3f}" for n, k in zip(names, summ["kl_per_latent"]))
+        kl = html.escape(", ".join(f"{n}: {k:.3f}" for n, k in zip(names, summ["kl_per_latent"])))
         parts.append(f"<p class='note'>KL per latent (nats; &lt; 0.01 = inactive, carries no information): {kl}</p>")
     if r2:
         kl = dict(zip(names, summ["kl_per_latent"])) if "kl_per_latent" in summ else {}

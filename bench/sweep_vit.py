@@ -1,0 +1,134 @@
+"""Choose the ViT's defaults by measurement on real textures (issue 12).
+
+Each configuration trains on semi-synthetic samples (real PFM texture from ../shared/data,
+rules of `structattn.data.semisynthetic`: off-centre, anisotropic, nonlinear) with the same
+spatial split, and is scored on the *validation* blocks (the defaults are chosen there; the
+test blocks are kept for the benchmark, bench/bench_semisynth.py). One process per
+(configuration, texture) so the sweep parallelises over cores:
+
+    python bench/sweep_vit.py --config stem16 --texture PTO_Funakubo0001 --out bench/results/sweep
+    python bench/sweep_vit.py --summary bench/results/sweep     # table of mean validation R²
+
+Results: one JSON per run; docs/training.md has the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from structattn.data.io import load_sample
+from structattn.data.patches import extract_patches
+from structattn.nets.vit import ViTConfig
+from structattn.train.baselines import fit_baselines
+from structattn.train.split import spatial_block_split
+from structattn.train.trainer import TrainConfig, TrainedModel, fit_vit
+
+import os
+
+DATA = Path(os.environ.get("STRUCTATTN_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+TEXTURES = {p.stem: p for p in sorted((DATA / "pto_pfm_images").glob("*.h5"))}
+TEXTURES.update({p.stem: p for p in sorted((DATA / "instrument").glob("*")) if p.suffix in (".gwy", ".ibw")})
+
+# name -> (ViT options, train options)
+CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/training.md
+    "base": ({}, {}),  # the 0.1 model: linear 4 px tokens, dim 64, depth 4
+    "stem16": ({"stem": 16}, {}),
+    "stem16_lr1e3": ({"stem": 16}, {"lr": 1e-3}),
+    "stem16_e120": ({"stem": 16}, {"epochs": 120, "patience": 30}),
+    "stem16_lr1e3_e120": ({"stem": 16}, {"lr": 1e-3, "epochs": 120, "patience": 30}),
+    "stem16_drop0": ({"stem": 16, "dropout": 0.0}, {}),
+    "stem16_d6": ({"stem": 16, "depth": 6}, {}),
+    "stem16_wd0.3": ({"stem": 16}, {"weight_decay": 0.3}),
+    "stem16_b32": ({"stem": 16}, {"batch_size": 32}),
+    "stem16_flips": ({"stem": 16}, {"augment": "flips"}),
+    "stem16_dihedral": ({"stem": 16}, {"augment": "dihedral"}),
+    "stem8": ({"stem": 8}, {}),
+    "stem16_buf8": ({"stem": 16}, {}),
+    "p8": ({"patch": 8}, {}),
+    "stem16_p8": ({"stem": 16, "patch": 8}, {}),
+}
+
+
+def r2(t, p):
+    return 1 - ((t - p) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
+
+
+def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, seed: int = 0, device: str = "cpu") -> dict:
+    vopt, topt = CONFIGS[config]
+    sample = load_sample(f"semisynthetic:image={TEXTURES[texture]},seed={seed}")
+    window = 32
+    buffer = window // 4 if "buf8" in config else window // 2
+    split = spatial_block_split(sample.positions, shape=sample.shape, blocks=4, val_fraction=0.15,
+                                test_fraction=0.2, buffer=buffer, seed=seed)
+    patches = extract_patches(sample.image, sample.positions, window=window)
+    mean, std = sample.image.mean((1, 2)), sample.image.std((1, 2))
+    x = ((patches - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    y = sample.targets
+    ym, ys = y[split.train].mean(0), y[split.train].std(0)
+    tcfg = TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device, **topt})
+    vcfg = ViTConfig(**{"in_channels": x.shape[1], "window": window, "n_outputs": y.shape[1], **vopt})
+    t0 = time.perf_counter()
+    model, hist = fit_vit(x, (y - ym) / ys, train_index=split.train, val_index=split.val, vit=vcfg, train=tcfg)
+    secs = time.perf_counter() - t0
+    with torch.no_grad():
+        pred = model(torch.as_tensor(x)).numpy() * ys + ym
+    res = {"config": config, "texture": texture, "targets": list(sample.target_names), "seconds": secs,
+           "best_epoch": hist["best_epoch"], "stopped_epoch": hist["stopped_epoch"],
+           "vit_val": r2(y[split.val], pred[split.val]).tolist(),
+           "vit_test": r2(y[split.test], pred[split.test]).tolist(),
+           "n": [len(split.train), len(split.val), len(split.test)]}
+    if baselines:
+        t0 = time.perf_counter()
+        b = fit_baselines(x, y, sample.positions, shape=sample.shape, train=split.train, val=split.val,
+                          test=split.test, train_cfg=TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device, **topt}))
+        res["baseline_seconds"] = time.perf_counter() - t0
+        res["baselines_val"] = {k: r2(y[split.val], p[split.val]).tolist() for k, p in b.predictions.items()}
+        res["baselines_test"] = {k: v.tolist() for k, v in b.r2.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{config}__{texture}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def summary(folder: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    if not rows:
+        print("no results")
+        return
+    names = rows[0]["targets"]
+    print(f"{'config':18s} {'n':>2s} {'sec':>6s} " + " ".join(f"{n[:10]:>10s}" for n in names) + "   mean")
+    by = {}
+    for r in rows:
+        by.setdefault(r["config"], []).append(r)
+    for cfg, rs in by.items():
+        v = np.mean([r["vit_val"] for r in rs], 0)
+        print(f"{cfg:18s} {len(rs):2d} {np.mean([r['seconds'] for r in rs]):6.0f} "
+              + " ".join(f"{x:10.2f}" for x in v) + f"   {v.mean():.3f}")
+    for key in ("ridge", "cnn", "position", "mean"):
+        vals = [r["baselines_val"][key] for r in rows if "baselines_val" in r]
+        if vals:
+            v = np.mean(vals, 0)
+            print(f"{'['+key+']':18s} {len(vals):2d} {'':6s} " + " ".join(f"{x:10.2f}" for x in v) + f"   {v.mean():.3f}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=sorted(CONFIGS))
+    ap.add_argument("--texture", choices=sorted(TEXTURES))
+    ap.add_argument("--out", type=Path, default=Path("bench/results/sweep"))
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--summary", type=Path)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    if a.summary:
+        summary(a.summary)
+    else:
+        torch.set_num_threads(int(__import__("os").environ.get("SWEEP_THREADS", "2")))
+        r = run(a.config, a.texture, out=a.out, epochs=a.epochs, baselines=a.baselines, device=a.device)
+        print(a.config, a.texture, f"{r['seconds']:.0f}s", np.round(r["vit_val"], 2))

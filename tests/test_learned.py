@@ -1,0 +1,127 @@
+"""Issue 12: every run says whether the ViT learned each target, next to its baselines.
+
+One small real-texture run (PbTiO3 PFM amplitude/phase/height from ../shared/data) with
+three targets whose answer is known: a wall density around the point (nonlinear in the
+pixels: ridge cannot fit it, the ViT can), a smooth trend across the film that ignores the
+structure (the position baseline wins), and pure noise (nothing can predict it).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from structattn.data.semisynthetic import RULES, make_semisynthetic, rule_values
+from structattn.pipeline import RunConfig, resolve_geometry, run_pipeline
+from structattn.train.baselines import learned_verdict, position_features, r2_margin, ridge_select
+
+TEXTURE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pto_pfm_images" / "PTO_Funakubo0001.h5"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if not TEXTURE.exists():
+        pytest.skip(f"shared real data not found at {TEXTURE}")
+    out = tmp_path_factory.mktemp("learned") / "run"
+    cfg = RunConfig(source=f"semisynthetic:image={TEXTURE},rules=wall_density+trend+noise,spacing=7,noise=0.1",
+                    epochs=25, patience=8, cnn_baseline=False, methods=("attention",), points="8",
+                    progress=False, domains=False)
+    return run_pipeline(cfg, out)
+
+
+def test_learned_true_for_a_learnable_rule_false_for_noise_and_trend(run):
+    t = run.metrics["targets"]
+    assert t["wall_density"]["learned"] is True, t["wall_density"]
+    assert t["wall_density"]["r2"] > t["wall_density"]["baselines"]["ridge"] + t["wall_density"]["margin"]
+    assert t["noise"]["learned"] is False
+    assert t["trend"]["learned"] is False
+    assert t["trend"]["best_baseline"] == "position"  # the trend is found to be position alone
+    assert t["trend"]["baselines"]["position"] > 0.8
+    for name in t:
+        assert set(t[name]["baselines"]) == {"mean", "ridge", "position", "cnn"}
+        assert t[name]["baselines"]["cnn"] is None  # not trained in this run: reported as missing, not as 0
+
+
+def test_run_records_why_the_geometry_was_chosen(run):
+    import json
+
+    cfg = json.loads((run.out / "config.json").read_text())
+    geo = cfg["geometry"]
+    assert (geo["window"], geo["patch"], geo["buffer"]) == (32, 4, 8)
+    assert "auto" in geo["why"]["window"] and "spacing" in geo["why"]["window"]
+    assert cfg["run"]["augment"] == "none"  # no symmetry of the user's rule is assumed
+
+
+def test_geometry_follows_the_data():
+    from structattn.data.sample import Sample
+
+    small = Sample(image=np.zeros((1, 50, 50)), positions=np.argwhere(np.ones((50, 50))).astype(float),
+                   targets=np.zeros((2500, 1)))
+    g = resolve_geometry(small, RunConfig())
+    assert g["window"] == 16 and g["patch"] == 2  # a third of a 50 px image, 8 x 8 tokens
+    rr, cc = np.mgrid[20:480:20, 20:480:20]
+    sparse = Sample(image=np.zeros((1, 500, 500)), positions=np.stack([rr.ravel(), cc.ravel()], 1).astype(float),
+                    targets=np.zeros((rr.size, 1)))
+    assert resolve_geometry(sparse, RunConfig())["window"] == 80  # 4 spacings of 20 px
+    assert resolve_geometry(sparse, RunConfig(window=24, patch=4))["window"] == 24
+
+
+def test_ridge_penalty_is_chosen_on_validation_and_recovers_a_linear_map():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 40))
+    w = rng.standard_normal((40, 2))
+    y = x @ w + 0.1 * rng.standard_normal((300, 2))
+    tr, va = np.arange(200), np.arange(200, 300)
+    pred, info = ridge_select(x, y, train=tr, val=va)
+    assert min(info["alpha"]) < 1e-1  # little noise: a small penalty wins on validation
+    assert np.corrcoef(pred[va, 0], y[va, 0])[0, 1] > 0.99
+    # pure noise features: a large penalty wins (predict the mean)
+    _, info = ridge_select(rng.standard_normal((300, 40)), y, train=tr, val=va)
+    assert max(info["alpha"]) > 10
+
+
+def test_position_features_and_margin():
+    f = position_features(np.array([[0.0, 0.0], [9.0, 9.0]]), (10, 10), 2)
+    assert f.shape == (2, 5) and np.allclose(f[0], [-1, -1, 1, 1, 1]) and np.allclose(f[1], 1)
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(400)
+    same = y + 0.3 * rng.standard_normal(400)
+    assert 0.02 <= r2_margin(y, same, same) <= 0.021  # identical models: the floor
+    assert r2_margin(y, y + rng.standard_normal(400), same) > 0.05  # noisy difference: a wider margin
+
+
+def test_verdict_rules():
+    ok, best, text = learned_verdict("V+", 0.8, {"mean": -0.1, "ridge": 0.5, "position": 0.1, "cnn": None}, margin=0.05)
+    assert ok and best == "ridge" and "learned" in text
+    ok, best, text = learned_verdict("V+", 0.52, {"mean": -0.1, "ridge": 0.5}, margin=0.05)
+    assert not ok and "no better than ridge" in text
+    ok, _, text = learned_verdict("V+", 0.05, {"mean": -0.5}, margin=0.02)
+    assert not ok and "0.1" in text
+    ok, _, text = learned_verdict("V+", float("nan"), {"mean": 0.0}, margin=0.02)
+    assert not ok and "undefined" in text
+
+
+def test_semisynthetic_rules_read_their_regions():
+    """Changing pixels inside a rule's region changes its value; outside it does not."""
+    rng = np.random.default_rng(0)
+    img = rng.standard_normal((3, 96, 96)).astype(np.float32)
+    pos = np.array([[48.0, 48.0]])
+    for rule in ("amp_corner", "phase_corner", "wall_direction", "product"):
+        region = np.logical_or.reduce(RULES[rule][1])  # (33, 33) centred on the point
+        base = rule_values(img, ("height", "amplitude", "phase"), np.vstack([pos, pos + 30]), rule, rng=rng)[0]
+        outside = img.copy()
+        outside[:, 48 - 16:48 + 17, 48 - 16:48 + 17][:, ~region] += 5.0 * rng.standard_normal((3, (~region).sum()))
+        inside = img.copy()
+        inside[:, 48 - 16:48 + 17, 48 - 16:48 + 17][:, region] += 5.0 * rng.standard_normal((3, region.sum()))
+        v_out = rule_values(outside, ("height", "amplitude", "phase"), np.vstack([pos, pos + 30]), rule, rng=rng)[0]
+        v_in = rule_values(inside, ("height", "amplitude", "phase"), np.vstack([pos, pos + 30]), rule, rng=rng)[0]
+        if rule != "wall_direction":  # sobel reads a 1 px rim around the region
+            assert np.isclose(v_out, base), rule
+        assert not np.isclose(v_in, base), rule
+
+
+def test_semisynthetic_bad_options_name_the_field():
+    with pytest.raises(ValueError, match="rules"):
+        make_semisynthetic(image=TEXTURE, rules=("nope",))
+    with pytest.raises(FileNotFoundError, match="image"):
+        make_semisynthetic(image="/no/such.h5")
