@@ -102,17 +102,31 @@ def test_verdict_rules():
 
 
 def test_semisynthetic_rules_read_their_regions():
-    """Changing pixels inside a rule's region changes its value; outside it does not."""
+    """Changing pixels inside a rule's region changes its value; outside it does not.
+
+    Pixels are moved, not altered, so the image-wide normalisation (median, IQR, wall
+    quantile) stays the same: outside = shuffle the patch pixels outside the region;
+    inside = swap the region's pixels with pixels far from the point.
+    """
     rng = np.random.default_rng(0)
-    img = rng.standard_normal((3, 96, 96)).astype(np.float32)
-    pos = np.array([[48.0, 48.0]])
-    for rule in ("amp_corner", "phase_corner", "wall_direction", "product"):
+    img = rng.standard_normal((3, 128, 128)).astype(np.float32)
+    pos = np.array([[40.0, 40.0]])
+    win = (slice(None), slice(40 - 16, 40 + 17), slice(40 - 16, 40 + 17))
+    # threshold and product are normalised over the points, so with three points they are left out here
+    for rule in ("amp_corner", "phase_corner", "wall_direction"):
         region = np.logical_or.reduce(RULES[rule][1])  # (33, 33) centred on the point
-        base = rule_values(img, ("height", "amplitude", "phase"), np.vstack([pos, pos + 30]), rule, rng=rng)[0]
+        pts = np.vstack([pos, pos + 50, pos + [0, 50]])  # regions of the others stay off point 0's patch
+        base = rule_values(img, ("height", "amplitude", "phase"), pts, rule, rng=rng)[0]
         outside = img.copy()
-        outside[:, 48 - 16:48 + 17, 48 - 16:48 + 17][:, ~region] += 5.0 * rng.standard_normal((3, (~region).sum()))
+        patch = outside[win].copy()
+        vals = patch[:, ~region]
+        patch[:, ~region] = vals[:, rng.permutation(vals.shape[1])]
+        outside[win] = patch
         inside = img.copy()
-        inside[:, 48 - 16:48 + 17, 48 - 16:48 + 17][:, region] += 5.0 * rng.standard_normal((3, region.sum()))
+        patch = inside[win].copy()
+        far = inside[:, 100:120, 100:120].reshape(3, -1)[:, : region.sum()].copy()
+        patch[:, region] = far
+        inside[win] = patch
         v_out = rule_values(outside, ("height", "amplitude", "phase"), np.vstack([pos, pos + 30]), rule, rng=rng)[0]
         v_in = rule_values(inside, ("height", "amplitude", "phase"), np.vstack([pos, pos + 30]), rule, rng=rng)[0]
         if rule != "wall_direction":  # sobel reads a 1 px rim around the region
