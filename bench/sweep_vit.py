@@ -27,7 +27,7 @@ from structattn.data.patches import extract_patches
 from structattn.nets.vit import ViTConfig
 from structattn.train.baselines import fit_baselines
 from structattn.train.split import spatial_block_split
-from structattn.train.trainer import TrainConfig, TrainedModel, fit_vit
+from structattn.train.trainer import TrainConfig, fit_vit, standardise_patches
 
 import os
 
@@ -67,8 +67,7 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
     split = spatial_block_split(sample.positions, shape=sample.shape, blocks=4, val_fraction=0.15,
                                 test_fraction=0.2, buffer=buffer, seed=seed)
     patches = extract_patches(sample.image, sample.positions, window=window)
-    mean, std = sample.image.mean((1, 2)), sample.image.std((1, 2))
-    x = ((patches - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    x = standardise_patches(patches, sample.image.mean((1, 2)), sample.image.std((1, 2)))
     y = sample.targets
     ym, ys = y[split.train].mean(0), y[split.train].std(0)
     tcfg = TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device, **topt})

@@ -14,7 +14,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,10 @@ from .nets.vit import ViTConfig
 from .points import check_points_spec, choose_points
 from .runfolder import RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .targets import TargetSet, resolve_targets
-from .train.baselines import BASELINES, BaselineResult, fit_baselines, learned_verdict, r2_margin
+from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
 from .train.metrics import regression_scores
 from .train.split import SpatialSplit, spatial_block_split
-from .train.trainer import AUGMENTATIONS, TrainConfig, TrainedModel, check_augment, fit_vit
+from .train.trainer import AUGMENTATIONS, TrainConfig, TrainedModel, check_augment, fit_vit, standardise_patches
 
 
 @dataclass
@@ -191,6 +191,9 @@ class Prepared:
     val: np.ndarray
     test: np.ndarray
     patches: np.ndarray  # (N, C, w, w) raw patches of every point
+    x: np.ndarray  # (N, C, w, w) the same, standardised per channel with whole-image statistics
+    channel_mean: np.ndarray  # (C,)
+    channel_std: np.ndarray  # (C,)
     y: np.ndarray  # (N, K) float32 targets
 
 
@@ -205,7 +208,6 @@ class Fitted:
     pred: np.ndarray  # (N, K), NaN for points without a patch
     scores: dict  # target -> test scores (+ baselines and verdict after `baselines_stage`)
     baselines: BaselineResult | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def load_stage(cfg: RunConfig, sample: Sample | None, say) -> tuple[Sample, str]:
@@ -224,7 +226,7 @@ def split_stage(cfg: RunConfig, sample: Sample, geo: dict) -> tuple[np.ndarray, 
     else:
         usable = np.arange(sample.n_points)
     blocks_occupied = len(np.unique(np.floor(sample.positions[usable] / np.array(sample.shape) * cfg.blocks), axis=0))
-    if cfg.blocks > 1 and blocks_occupied > len(usable) / 2:
+    if blocks_occupied > len(usable) / 2:
         raise ValueError(f"--blocks: {cfg.blocks}x{cfg.blocks} blocks for {len(usable)} points leaves about one point "
                          "per block; use fewer blocks")
     split = spatial_block_split(sample.positions[usable], shape=sample.shape, blocks=cfg.blocks,
@@ -247,14 +249,17 @@ def targets_stage(cfg: RunConfig, sample: Sample, checksum: str, geo: dict, usab
     say(f"targets: {', '.join(targets.names)}")
     patches = extract_patches(sample.image, sample.positions, window=geo["window"],
                               pad_mode="edge" if cfg.pad_mode == "exclude" else cfg.pad_mode)
+    # whole-image channel statistics: no target information, so no leak between parts
+    ch_mean = sample.image.mean(axis=(1, 2)).astype(np.float32)
+    ch_std = np.maximum(sample.image.std(axis=(1, 2)), 1e-8).astype(np.float32)
+    x = standardise_patches(patches, ch_mean, ch_std)
     return Prepared(sample=sample, checksum=checksum, geometry=geo, split=split, targets=targets, train=train,
-                    val=val, test=test, patches=patches, y=targets.values.astype(np.float32))
+                    val=val, test=test, patches=patches, x=x, channel_mean=ch_mean, channel_std=ch_std,
+                    y=targets.values.astype(np.float32))
 
 
 def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
     image = d.sample.image
-    ch_mean = image.mean(axis=(1, 2)).astype(np.float32)
-    ch_std = np.maximum(image.std(axis=(1, 2)), 1e-8).astype(np.float32)
     y_mean = d.y[d.train].mean(0)
     y_std = np.maximum(d.y[d.train].std(0), 1e-8)
     geo = d.geometry
@@ -263,13 +268,12 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, augment=cfg.augment, seed=cfg.seed, device=cfg.device,
                             progress=cfg.progress)
-    trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=ch_mean,  # type: ignore[arg-type]
-                           channel_std=ch_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
-    x = trained.standardise(d.patches).numpy()
+    trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
+                           channel_std=d.channel_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
         f"{vit_cfg.patch} px, window {vit_cfg.window} px, augmentation {cfg.augment}) on {len(d.train)} points")
     t0 = time.perf_counter()
-    model, history = fit_vit(x, (d.y - y_mean) / y_std, train_index=d.train, val_index=d.val, vit=vit_cfg,
+    model, history = fit_vit(d.x, (d.y - y_mean) / y_std, train_index=d.train, val_index=d.val, vit=vit_cfg,
                              train=train_cfg)
     history["seconds"] = time.perf_counter() - t0
     trained.model = model
@@ -278,8 +282,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
     pred[usable] = trained.predict(d.patches[usable])
     scores = {name: {**s, "unit": u} for (name, s), u in
               zip(regression_scores(d.y[d.test], pred[d.test], d.targets.names).items(), d.targets.units)}
-    return Fitted(trained=trained, vit_cfg=vit_cfg, train_cfg=train_cfg, history=history, pred=pred, scores=scores,
-                  extra={"x": x})
+    return Fitted(trained=trained, vit_cfg=vit_cfg, train_cfg=train_cfg, history=history, pred=pred, scores=scores)
 
 
 def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say) -> None:
@@ -287,16 +290,15 @@ def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say) -> None:
     say("baselines: training mean, ridge on patch pixels, position-only trend"
         + (", small CNN" if cfg.cnn_baseline else ""))
     t0 = time.perf_counter()
-    b = fit_baselines(f.extra.pop("x"), d.y, d.sample.positions, shape=d.sample.shape, train=d.train, val=d.val,
+    b = fit_baselines(d.x, d.y, d.sample.positions, shape=d.sample.shape, train=d.train, val=d.val,
                       test=d.test, train_cfg=f.train_cfg, cnn=cfg.cnn_baseline)
     b.info["seconds"] = time.perf_counter() - t0
     f.baselines = b
     for k, name in enumerate(d.targets.names):
         s = f.scores[name]
         base = {n: (float(b.r2[n][k]) if n in b.r2 and np.isfinite(b.r2[n][k]) else None) for n in BASELINES}
-        best = max((n for n in base if base[n] is not None), key=lambda n: base[n], default="mean")
         yt = d.y[d.test, k]
-        margin = r2_margin(yt, f.pred[d.test, k], b.predictions[best][d.test, k], seed=cfg.seed)
+        margin = r2_margin(yt, f.pred[d.test, k], b.predictions[best_baseline(base)][d.test, k], seed=cfg.seed)
         vit_r2 = s["r2"] if s["r2"] is not None else float("nan")
         learned, best, verdict = learned_verdict(name, vit_r2, base, margin=margin)
         s.update(baselines=base, best_baseline=best, margin=margin, learned=bool(learned), verdict=verdict)

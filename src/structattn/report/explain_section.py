@@ -13,6 +13,7 @@ import html
 import numpy as np
 
 from ..data.patches import extract_patches
+from ..data.truth import truth_masks
 from ..evaluate.faithful import RANDOMISATION_FAIL, faithful_method, rank_methods
 from ..evaluate.suite import TABLE_COLUMNS, comparison_rows
 from .explain_figures import plot_method_maps, plot_score_bars
@@ -99,11 +100,7 @@ def explanations_compared(ctx) -> str | None:
         if not methods:
             continue
         per_maps = {m: maps[m][target][shown] for m in methods}
-        masks = None
-        if sample.truth is not None and target in sample.truth.get("classes", {}):
-            from ..data.synthetic import causal_masks
-
-            masks = causal_masks(sample, target=target, window=window, index=idx[shown])
+        masks = truth_masks(sample, target=target, window=window, index=idx[shown])  # None without ground truth
         fig = plot_method_maps(img, per_maps, masks=masks, row_labels=[f"pt {i}" for i in idx[shown]])
         parts.append(f"<p class='note'>{html.escape(target)}: same points, every method, most faithful first.</p>"
                      + fig_to_html(fig, alt=f"maps {target}"))

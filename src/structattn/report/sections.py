@@ -8,10 +8,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..data.patches import extract_patches
+from ..data.truth import truth_masks
 from ..evaluate.faithful import RANDOMISATION_FAIL, faithful_method, rank_methods
 from . import figures
 from .html import fig_to_html, not_learned_warning, register_section, table_html
-from .summary import LEARNED_MIN_R2, faithfulness_phrase, unlearned_targets
+from ..train.baselines import MIN_R2 as LEARNED_MIN_R2
+from .summary import faithfulness_phrase, unlearned_targets
 
 
 BASELINE_COLUMNS = (("mean", "mean"), ("ridge", "ridge"), ("position", "position"), ("cnn", "CNN"))  # key, header
@@ -143,11 +145,7 @@ def attention_gallery(ctx) -> str | None:
     pick = np.linspace(0, len(idx) - 1, n).round().astype(int)
     pad = "edge" if cfg["pad_mode"] == "exclude" else cfg["pad_mode"]
     patches = extract_patches(s.image, s.positions[idx[pick]], window=cfg["window"], pad_mode=pad)
-    masks = None
-    if s.truth is not None and s.labels is not None and target in s.truth["classes"]:
-        from ..data.synthetic import causal_masks
-
-        masks = causal_masks(s, target=target, window=cfg["window"], index=idx[pick])
+    masks = truth_masks(s, target=target, window=cfg["window"], index=idx[pick])  # None without ground truth
     fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.6), squeeze=False)
     for j in range(n):
         figures.overlay(patches[j, 0], maps[method][target][pick[j]],

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from ..evaluate.faithful import faithful_method, rank_methods
 
-LEARNED_MIN_R2 = 0.1  # the run's rule (issue 12): learned needs ViT R² >= this and >= best baseline + margin
-
 
 def _num(v) -> str:
     return "n/a" if v is None else f"{float(v):.3g}"

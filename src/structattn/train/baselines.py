@@ -157,13 +157,19 @@ def r2_margin(y: np.ndarray, a: np.ndarray, b: np.ndarray, *, n_boot: int = 500,
     return float(max(0.02, 2 * np.std(diffs)))
 
 
+def best_baseline(baseline_r2: dict) -> str:
+    """Name of the baseline with the highest finite R² ("mean" when none is finite)."""
+    finite = {b: v for b, v in baseline_r2.items() if v is not None and np.isfinite(v)}
+    return max(finite, key=finite.get) if finite else "mean"
+
+
 def learned_verdict(
     name: str, vit_r2: float, baseline_r2: dict, *, margin: float, min_r2: float = MIN_R2
 ) -> tuple[bool, str, str]:
     """(learned, best baseline name, one-sentence verdict) for one target."""
-    finite = {b: v for b, v in baseline_r2.items() if v is not None and np.isfinite(v)}
-    best = max(finite, key=finite.get) if finite else "mean"
-    best_r2 = finite.get(best, float("nan"))
+    best = best_baseline(baseline_r2)
+    best_r2 = baseline_r2.get(best)
+    best_r2 = float("nan") if best_r2 is None else best_r2
     if not np.isfinite(vit_r2):
         return False, best, f"not learned: {name} is constant on the test points, R² is undefined"
     if vit_r2 < min_r2:

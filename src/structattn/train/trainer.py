@@ -217,6 +217,11 @@ def fit_model(
     return model, history
 
 
+def standardise_patches(patches: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(N, C, w, w) raw patches -> float32, standardised per channel with (C,) `mean` and `std`."""
+    return ((np.asarray(patches, np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+
+
 @dataclass
 class TrainedModel:
     """A trained ViT with everything needed to apply it to raw patches."""
@@ -236,10 +241,7 @@ class TrainedModel:
 
     def standardise(self, patches: np.ndarray) -> torch.Tensor:
         """Raw (N, C, w, w) patches -> model input tensor."""
-        z = (np.asarray(patches, np.float32) - self.channel_mean[None, :, None, None]) / self.channel_std[
-            None, :, None, None
-        ]
-        return torch.as_tensor(z, dtype=torch.float32)
+        return torch.as_tensor(standardise_patches(patches, self.channel_mean, self.channel_std))
 
     @torch.no_grad()
     def predict(self, patches: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
