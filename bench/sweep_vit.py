@@ -52,6 +52,12 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "stem16_buf8": ({"stem": 16}, {}),
     "p8": ({"patch": 8}, {}),
     "stem16_p8": ({"stem": 16, "patch": 8}, {}),
+    # round 3 (on the 2-core CPU): the 0.2 defaults (stem 16, weight decay 0.3, buffer w/4) with and
+    # without a learned positional attention bias
+    "default": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8}),
+    "default_posbias": ({"stem": 16, "pos_bias": True}, {"weight_decay": 0.3, "buffer": 8}),
+    "posbias_stem0": ({"stem": 0, "pos_bias": True}, {"weight_decay": 0.3, "buffer": 8}),
+    "default_mim10": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8, "pretrain_epochs": 10}),
 }
 
 
@@ -61,9 +67,10 @@ def r2(t, p):
 
 def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, seed: int = 0, device: str = "cpu") -> dict:
     vopt, topt = CONFIGS[config]
+    topt = dict(topt)
+    buffer = topt.pop("buffer", 8 if "buf8" in config else 16)
     sample = load_sample(f"semisynthetic:image={TEXTURES[texture]},seed={seed}")
     window = 32
-    buffer = window // 4 if "buf8" in config else window // 2
     split = spatial_block_split(sample.positions, shape=sample.shape, blocks=4, val_fraction=0.15,
                                 test_fraction=0.2, buffer=buffer, seed=seed)
     patches = extract_patches(sample.image, sample.positions, window=window)
@@ -73,7 +80,9 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
     tcfg = TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device, **topt})
     vcfg = ViTConfig(**{"in_channels": x.shape[1], "window": window, "n_outputs": y.shape[1], **vopt})
     t0 = time.perf_counter()
-    model, hist = fit_vit(x, (y - ym) / ys, train_index=split.train, val_index=split.val, vit=vcfg, train=tcfg)
+    image = (sample.image - sample.image.mean((1, 2))[:, None, None]) / sample.image.std((1, 2))[:, None, None]
+    model, hist = fit_vit(x, (y - ym) / ys, train_index=split.train, val_index=split.val, vit=vcfg, train=tcfg,
+                          pretrain_image=image.astype(np.float32))
     secs = time.perf_counter() - t0
     with torch.no_grad():
         pred = model(torch.as_tensor(x)).numpy() * ys + ym
@@ -85,7 +94,7 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
     if baselines:
         t0 = time.perf_counter()
         b = fit_baselines(x, y, sample.positions, shape=sample.shape, train=split.train, val=split.val,
-                          test=split.test, train_cfg=TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device, **topt}))
+                          test=split.test, train_cfg=TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device}))
         res["baseline_seconds"] = time.perf_counter() - t0
         res["baselines_val"] = {k: r2(y[split.val], p[split.val]).tolist() for k, p in b.predictions.items()}
         res["baselines_test"] = {k: v.tolist() for k, v in b.r2.items()}

@@ -18,6 +18,20 @@ def test_fused_and_explicit_attention_give_the_same_output():
     torch.testing.assert_close(weights[-1].sum(-1), torch.ones(6, 4, 17))
 
 
+def test_positional_bias_acts_the_same_in_fused_and_explicit_paths():
+    torch.manual_seed(0)
+    model = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, dim=32, depth=2, heads=4, pos_bias=True)).eval()
+    x = torch.randn(5, 2, 16, 16)
+    before = model(x)
+    with torch.no_grad():
+        model.blocks[0].attn.bias[:, 0, 5] = 30.0  # every head's [CLS] looks at token 5 (patch token 4)
+    fused = model(x)
+    explicit, weights = model(x, return_attention=True)
+    assert not torch.allclose(before, fused)  # the bias is used by the fused path
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    assert (weights[0][:, :, 0, 5] > 0.99).all()  # and shows in the attention weights
+
+
 def test_attention_map_is_cls_row_upsampled():
     torch.manual_seed(0)
     model = ViTRegressor(ViTConfig(in_channels=1, window=8, patch=4, dim=16, depth=2, heads=2)).eval()

@@ -59,6 +59,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help=f"points near the edge: pad the image this way, or 'exclude' them (default {d.pad_mode})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed for split, model and explanations (default {d.seed})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum training epochs (default {d.epochs})")
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
+                   help="masked-token pretraining epochs on the whole structure image before training "
+                        f"(default {d.pretrain_epochs}: off; see docs/training.md)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"training batch size (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--dim", type=int, default=d.dim, help=f"transformer width (default {d.dim})")
@@ -91,7 +94,7 @@ def _config_from_args(args, source: str):
     return RunConfig(
         source=source, targets=args.targets, structure_from=args.structure_from, window=args.window,
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
-        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
+        seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, stem=args.stem, weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,

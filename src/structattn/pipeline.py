@@ -49,6 +49,7 @@ class RunConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
+    pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
     lr: float = 3e-3  # peak learning rate, after a 5-epoch linear warm-up
@@ -82,6 +83,8 @@ class RunConfig:
                 raise ValueError(f"--window: expected >= 8 and a multiple of patch={p}, got {self.window}")
         if self.epochs < 1:
             raise ValueError(f"--epochs: expected >= 1, got {self.epochs}")
+        if self.pretrain_epochs < 0:
+            raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if self.blocks < 2:
             raise ValueError(f"--blocks: expected >= 2 blocks per side, got {self.blocks}")
         try:
@@ -266,15 +269,17 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
     vit_cfg = ViTConfig(in_channels=image.shape[0], window=geo["window"], patch=geo["patch"], dim=cfg.dim,
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            patience=cfg.patience, augment=cfg.augment, seed=cfg.seed, device=cfg.device,
+                            patience=cfg.patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
+                            seed=cfg.seed, device=cfg.device,
                             progress=cfg.progress)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
                            channel_std=d.channel_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
         f"{vit_cfg.patch} px, window {vit_cfg.window} px, augmentation {cfg.augment}) on {len(d.train)} points")
     t0 = time.perf_counter()
+    image_z = standardise_patches(image[None], d.channel_mean, d.channel_std)[0]  # (C, H, W), for pretraining
     model, history = fit_vit(d.x, (d.y - y_mean) / y_std, train_index=d.train, val_index=d.val, vit=vit_cfg,
-                             train=train_cfg)
+                             train=train_cfg, pretrain_image=image_z)
     history["seconds"] = time.perf_counter() - t0
     trained.model = model
     trained.extra = {"units": list(d.targets.units)}

@@ -31,6 +31,7 @@ class ViTConfig:
     dropout: float = 0.1  # dropout on MLP and attention outputs; regularises small data
     n_outputs: int = 1  # number of regression targets K
     stem: int = 16  # channels of a 2-layer 3x3 conv stem before tokenising; 0 = linear patch embedding
+    pos_bias: bool = False  # learned (heads, T, T) additive attention bias per block: where-based attention
 
     def __post_init__(self) -> None:
         if self.window % self.patch:
@@ -60,9 +61,14 @@ class ViTConfig:
 class Attention(nn.Module):
     """Multi-head self-attention with a fused default path and an explicit weights path."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, *, n_tokens: int = 0, pos_bias: bool = False) -> None:
         super().__init__()
         self.heads = heads
+        # Optional learned additive bias on the attention logits, one (T, T) table per head,
+        # zero at start: lets [CLS] (and every token) attend to fixed positions whatever their
+        # content, which a rule reading a fixed off-centre region needs. It is part of the
+        # attention weights, so attention maps show it.
+        self.bias = nn.Parameter(torch.zeros(heads, n_tokens, n_tokens)) if pos_bias else None
         self.scale = (dim // heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -76,10 +82,14 @@ class Attention(nn.Module):
         p = self.dropout if self.training else 0.0
         weights = None
         if return_weights:
-            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, T, T)
+            logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)
+            if self.bias is not None:
+                logits = logits + self.bias
+            weights = logits.softmax(dim=-1)
             out = F.dropout(weights, p) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            mask = None if self.bias is None else self.bias.to(q.dtype)  # (H, T, T) broadcasts over B
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, t, d)
         return self.proj_drop(self.proj(out)), weights
 
@@ -90,7 +100,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout, n_tokens=cfg.n_tokens, pos_bias=cfg.pos_bias)
         self.norm2 = nn.LayerNorm(cfg.dim)
         hidden = int(cfg.dim * cfg.mlp_ratio)
         self.mlp = nn.Sequential(

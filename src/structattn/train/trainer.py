@@ -34,6 +34,7 @@ class TrainConfig:
     batch_size: int = 64  # small data: small batches give more updates per epoch
     lr: float = 3e-3  # AdamW peak learning rate (linear warm-up, then cosine decay to 5% over `epochs`)
     warmup: int = 5  # epochs of linear learning-rate warm-up (transformers diverge early without it)
+    pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image (0 = none); see docs/training.md
     weight_decay: float = 0.3  # AdamW decoupled weight decay (0.3 beat 0.05 on the real-texture sweep)
     patience: int = 15  # epochs without validation improvement before stopping
     augment: str = "none"  # "none", "flips" or "dihedral" (flips + 90-degree turns); see docs/training.md
@@ -150,15 +151,30 @@ def fit_vit(
     val_index: np.ndarray,
     vit: ViTConfig,
     train: TrainConfig,
+    pretrain_image: np.ndarray | None = None,
 ) -> tuple[ViTRegressor, dict]:
     """Train a `ViTRegressor` on standardised patches x (N, C, w, w) and targets y (N, K).
+
+    With ``train.pretrain_epochs > 0`` and a standardised (C, H, W) ``pretrain_image``, the
+    encoder is first pretrained by masked-token reconstruction on the whole image
+    (`structattn.train.pretrain`).
 
     Returns:
         The model with the best validation epoch's weights (in eval mode) and a history
         dict (per-epoch losses, best epoch, stopped epoch).
     """
     L.seed_everything(train.seed, workers=True, verbose=False)  # same weights for the same seed
-    return fit_model(ViTRegressor(vit), x, y, train_index=train_index, val_index=val_index, train=train)
+    model = ViTRegressor(vit)
+    pre = None
+    if pretrain_image is not None and train.pretrain_epochs > 0:
+        from .pretrain import pretrain_masked
+
+        pre = pretrain_masked(model, pretrain_image, epochs=train.pretrain_epochs, seed=train.seed,
+                              device=train.device, progress=train.progress)
+    model, history = fit_model(model, x, y, train_index=train_index, val_index=val_index, train=train)
+    if pre is not None:
+        history["pretrain"] = pre
+    return model, history
 
 
 def fit_model(
@@ -275,7 +291,7 @@ class TrainedModel:
     def load(cls, path: str | os.PathLike) -> "TrainedModel":
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-            model = ViTRegressor(ViTConfig(**{"stem": 0, **payload["vit_config"]}))  # 0.1 models had no stem
+            model = ViTRegressor(ViTConfig(**{"stem": 0, "pos_bias": False, **payload["vit_config"]}))  # 0.1 models had neither
             model.load_state_dict(payload["state_dict"])
         except (OSError, RuntimeError, KeyError, EOFError) as exc:
             raise ValueError(f"model: cannot load a structattn model from {path} ({exc})") from None
