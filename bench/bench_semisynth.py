@@ -127,7 +127,12 @@ if __name__ == "__main__":
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores / jobs threads)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's choice)")
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     if a.prepare:
         prepare()
     elif a.summary:
@@ -140,7 +145,8 @@ if __name__ == "__main__":
         for n in names:
             while len([p for p in procs if p.poll() is None]) >= a.jobs:
                 time.sleep(1)
-            procs.append(subprocess.Popen([sys.executable, __file__, "--one", n, "--device", a.device]))
+            procs.append(subprocess.Popen([sys.executable, __file__, "--one", n, "--device", a.device,
+                                           "--threads", str(a.threads)]))
         for p in procs:
             p.wait()
         summary()
