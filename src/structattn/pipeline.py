@@ -83,6 +83,9 @@ class RunConfig:
                 raise ValueError(f"--window: expected >= 8 and a multiple of patch={p}, got {self.window}")
         if self.epochs < 1:
             raise ValueError(f"--epochs: expected >= 1, got {self.epochs}")
+        for name, flag in (("weight_decay", "--weight-decay"), ("stem", "--stem")):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{flag}: expected >= 0, got {getattr(self, name)}")
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if self.blocks < 2:

@@ -171,7 +171,8 @@ def read_instrument(path) -> tuple[np.ndarray, tuple[str, ...], float | None]:
         reader = sr.GwyddionReader if suffix == ".gwy" else sr.IgorIBWReader
         datasets = reader(str(path)).read()
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
-        raise ValueError(f"image: cannot read {path.name!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        first = (str(exc).splitlines() or ["no message"])[0]
+        raise ValueError(f"image: cannot read {path.name!r} ({type(exc).__name__}: {first})") from None
     items = datasets.values() if isinstance(datasets, dict) else datasets
     by_name: dict[str, tuple[np.ndarray, float | None]] = {}
     for ds in items:
