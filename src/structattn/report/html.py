@@ -92,8 +92,11 @@ def not_learned_sentence(target: str, verdict: str) -> str:
     if why.lower().startswith("not learned"):  # verdicts read "not learned: ..."; say it once
         why = why[len("not learned"):].lstrip(" :;,-")
     why = why or "the ViT did no better than its baselines"
+    # "not learned beyond the baselines" (the ViT predicts, but a simpler model does as well) is not
+    # "does not predict": say which, the reader's conclusion differs
+    what = "a simpler baseline predicts as well or better" if "baseline" in why else "does not predict it"
     return (f"<b>{html.escape(str(target))} was not learned</b>: {html.escape(why)}. Its explanations and domain "
-            "statistics below describe a model that does not predict it and are not evidence.")
+            f"statistics below describe a model that {what}; they are not evidence of what drives {html.escape(str(target))}.")
 
 
 def not_learned_warning(target: str, verdict: str) -> str:
