@@ -36,7 +36,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
         p.add_argument("bundle", help="input: an .npz bundle (see docs/data.md), a BEPS .h5, or 'synthetic[:seed=N,radius=R]'")
     p.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
                    help="run folder to create" + (" (default runs/demo)" if demo else ""))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder once the new one is complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder once the new one is complete (only a folder structattn "
+                        "wrote, never one holding your input or other files)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run with the same options that was interrupted (SIGTERM, Ctrl-C, a kill) from "
+                        "its last training checkpoint; starts from the beginning if there is none")
     p.add_argument("--targets", default=None,
                    help="comma-separated targets: given target names (default: all given targets), "
                         "loop descriptors computed from the loops (e.g. V+,V-,imprint), "
@@ -112,7 +117,7 @@ def _do_run(args, source: str) -> int:
     say = lambda m: console.print(Text.assemble(("• ", "dim"), str(m)), soft_wrap=True)  # noqa: E731
     step = None if args.quiet else (
         lambda m: console.print(Text(f"  explaining and scoring {m}", style="dim"), soft_wrap=True))
-    result = run_pipeline(cfg, args.out, overwrite=args.overwrite, log=say, progress=step)
+    result = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, log=say, progress=step)
     _print_summary(result.metrics)
     console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s → {result.out}/report.html"),
                   soft_wrap=True)
@@ -134,7 +139,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    console.print("[bold]structattn demo[/]: synthetic PbTiO3-like a/c domains (seed 0) → ViT → attention")
+    console.print(Text.assemble(("structattn demo", "bold"),
+                                f": synthetic PbTiO3-like a/c domains (seed {args.data_seed}) → ViT → attention"))
+    args.overwrite = True  # `make demo` twice just works; check_out still replaces only a run folder
     return _do_run(args, f"synthetic:seed={args.data_seed}")
 
 
@@ -148,7 +155,7 @@ def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool)
     from .explain_run import auroc_lines, explain_run
     from .report.html import write_report
 
-    step = None if quiet else (lambda s: console.print(f"[dim]  explaining and scoring {s}[/]"))
+    step = None if quiet else (lambda s: console.print(Text(f"  explaining and scoring {s}", style="dim"), soft_wrap=True))
     section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step)
     write_report(run_dir)
     for line in auroc_lines(section):
@@ -159,8 +166,8 @@ def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool)
 def cmd_explain(args) -> int:
     t0 = time.perf_counter()
     _explain_and_score(args.run, methods=args.methods, points=args.points, seed=args.seed, quiet=args.quiet)
-    console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s → {args.run}/metrics.json, "
-                  f"explanations.h5, report.html")
+    console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s → {args.run}/metrics.json, "
+                                "explanations.h5, report.html"), soft_wrap=True)
     return 0
 
 
@@ -202,17 +209,20 @@ def cmd_domains(args) -> int:
         raise ValueError("RUN: no segmentation available: the data has no labels and no amplitude+phase channels")
     write_report(run.path, sample=run.sample)
     seg = dom.segmentation
-    console.print(f"[bold]domains[/]: {seg.method}; " + ", ".join(f"{n} {100 * f:.0f}%" for n, f in seg.fractions.items()))
+    console.print(Text.assemble(("domains", "bold"), f": {seg.method}; "
+                                + ", ".join(f"{n} {100 * f:.0f}%" for n, f in seg.fractions.items())), soft_wrap=True)
     for method, per_t in dom.results.items():
         for target, res in per_t.items():
-            cells = []
+            line = Text(f"  {method} / {target}: ")
             for n, e, (lo, hi) in zip(res.names, res.enrichment, res.ci):
                 if not np.isfinite(e):
                     continue
-                mark = "[green]↑[/]" if lo > 1 else ("[red]↓[/]" if hi < 1 else " ")
-                cells.append(f"{n} {e:.2f} [{lo:.2f}, {hi:.2f}]{mark}")
-            console.print(f"  {method} / {target}: " + "  ".join(cells))
-    console.print(f"[bold green]done[/] → {run.path}/domains.h5, metrics.json['domains'], report.html")
+                line.append(f"{n} {e:.2f} [{lo:.2f}, {hi:.2f}]")
+                line.append(*(("↑", "green") if lo > 1 else ("↓", "red") if hi < 1 else (" ",)))
+                line.append("  ")
+            console.print(line, soft_wrap=True)
+    console.print(Text.assemble(("done", "bold green"), f" → {run.path}/domains.h5, metrics.json['domains'], report.html"),
+                  soft_wrap=True)
     return 0
 
 
@@ -242,21 +252,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_signal(signum, _frame):
+    from .runfolder import Interrupted
+
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM, SIGINT and SIGHUP raise `Interrupted`: a scheduler sees a non-zero status and a
+    one-line message, and the partial run is kept for --resume. Returns the previous handlers."""
+    import signal
+
+    previous = {}
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                previous[sig] = signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+                pass
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from .runfolder import Interrupted
+
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    if os.environ.get("STRUCTATTN_DEBUG"):
-        return args.handler(args)
+    previous = _install_signal_handlers()
     try:
         return args.handler(args)
+    except Interrupted as exc:
+        where = (f"the partial run is kept in {exc.kept}; continue it with the same command and --resume"
+                 if exc.kept is not None else "no run folder was written")
+        console.print(Text.assemble(("interrupted", "bold red"), f" by {exc.name}: {where}"), soft_wrap=True)
+        return 128 + exc.signum
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, OSError) as exc:
+        if os.environ.get("STRUCTATTN_DEBUG"):
+            raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         # one line, never wrapped, message text not parsed as rich markup (paths may hold [ ])
         console.print(Text.assemble(("error: ", "bold red"), msg), soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]: no run folder was completed")
-        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

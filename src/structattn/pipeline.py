@@ -27,7 +27,7 @@ from .data.sample import Sample
 from .explain import EXPLAINERS
 from .nets.vit import ViTConfig
 from .points import check_points_spec, choose_points
-from .runfolder import RunFolder, atomic_write_json, staged_run_folder, write_explanations
+from .runfolder import CHECKPOINTS, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .targets import TargetSet, resolve_targets
 from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
 from .train.metrics import regression_scores
@@ -99,6 +99,11 @@ class RunConfig:
         if unknown:
             raise ValueError(f"--methods: unknown method(s) {unknown}; choose from {sorted(EXPLAINERS)}")
         check_points_spec(self.points)
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"--device: expected 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device: cuda asked for, but torch {torch.__version__} sees no CUDA GPU on this "
+                             "machine; use --device cpu (or auto)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -231,6 +236,10 @@ def split_stage(cfg: RunConfig, sample: Sample, geo: dict) -> tuple[np.ndarray, 
             raise ValueError(f"--window: no point has a full {geo['window']}px patch inside the image")
     else:
         usable = np.arange(sample.n_points)
+    side = min(sample.shape) / cfg.blocks
+    if side < 2:
+        raise ValueError(f"--blocks: {cfg.blocks} blocks per side of a {sample.shape[0]}x{sample.shape[1]} image are "
+                         f"{side:.2g} px wide; use at most {min(sample.shape) // 2}")
     blocks_occupied = len(np.unique(np.floor(sample.positions[usable] / np.array(sample.shape) * cfg.blocks), axis=0))
     if blocks_occupied > len(usable) / 2:
         raise ValueError(f"--blocks: {cfg.blocks}x{cfg.blocks} blocks for {len(usable)} points leaves about one point "
@@ -253,6 +262,15 @@ def targets_stage(cfg: RunConfig, sample: Sample, checksum: str, geo: dict, usab
             raise ValueError(f"split: only {len(idx)} {part} point(s); use more --blocks or more points")
     say(f"split: {split.describe()}")
     say(f"targets: {', '.join(targets.names)}")
+    values = targets.values[train]
+    for k, name in enumerate(targets.names):
+        if np.ptp(values[:, k]) == 0:  # R² undefined, nothing to learn: say so before training
+            where = Path(str(sample.meta.get("source", cfg.source))).name
+            raise ValueError(f"targets: {name!r} is constant on the training points of {where} (value "
+                             f"{values[0, k]:g}); there is nothing to learn. Leave it out with --targets")
+    for k, name in enumerate(targets.names):
+        if np.ptp(targets.values[test, k]) == 0:
+            say(f"warning: {name} is constant on the test points: its test R² is undefined (NaN)")
     patches = extract_patches(sample.image, sample.positions, window=geo["window"],
                               pad_mode="edge" if cfg.pad_mode == "exclude" else cfg.pad_mode)
     # whole-image channel statistics: no target information, so no leak between parts
@@ -264,7 +282,7 @@ def targets_stage(cfg: RunConfig, sample: Sample, checksum: str, geo: dict, usab
                     y=targets.values.astype(np.float32))
 
 
-def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
+def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints: Path | None = None) -> Fitted:
     image = d.sample.image
     y_mean = d.y[d.train].mean(0)
     y_std = np.maximum(d.y[d.train].std(0), 1e-8)
@@ -282,7 +300,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
     t0 = time.perf_counter()
     image_z = standardise_patches(image[None], d.channel_mean, d.channel_std)[0]  # (C, H, W), for pretraining
     model, history = fit_vit(d.x, (d.y - y_mean) / y_std, train_index=d.train, val_index=d.val, vit=vit_cfg,
-                             train=train_cfg, pretrain_image=image_z)
+                             train=train_cfg, pretrain_image=image_z,
+                             checkpoint_dir=None if checkpoints is None else checkpoints / "vit")
     history["seconds"] = time.perf_counter() - t0
     trained.model = model
     trained.extra = {"units": list(d.targets.units)}
@@ -293,13 +312,14 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say) -> Fitted:
     return Fitted(trained=trained, vit_cfg=vit_cfg, train_cfg=train_cfg, history=history, pred=pred, scores=scores)
 
 
-def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say) -> None:
+def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Path | None = None) -> None:
     """Mean, ridge, position and CNN on the same split; the verdict per target into f.scores."""
     say("baselines: training mean, ridge on patch pixels, position-only trend"
         + (", small CNN" if cfg.cnn_baseline else ""))
     t0 = time.perf_counter()
     b = fit_baselines(d.x, d.y, d.sample.positions, shape=d.sample.shape, train=d.train, val=d.val,
-                      test=d.test, train_cfg=f.train_cfg, cnn=cfg.cnn_baseline)
+                      test=d.test, train_cfg=f.train_cfg, cnn=cfg.cnn_baseline,
+                      checkpoint_dir=None if checkpoints is None else checkpoints / "cnn")
     b.info["seconds"] = time.perf_counter() - t0
     f.baselines = b
     for k, name in enumerate(d.targets.names):
@@ -397,12 +417,35 @@ def report_stage(stage: Path, d: Prepared, say) -> None:
     write_report(stage, sample=d.sample)
 
 
+def run_fingerprint(cfg: RunConfig) -> str:
+    """Identifies a run's options (not its progress display): `--resume` continues only a run
+    with the same fingerprint."""
+    import hashlib
+
+    opts = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    return hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_resumed_data(stage: Path, checksum: str) -> None:
+    """A resumed run must see the same data as the interrupted one."""
+    f = stage / CHECKPOINTS / "data.json"
+    if f.is_file():
+        before = json.loads(f.read_text()).get("checksum")
+        if before != checksum:
+            raise ValueError("--resume: the input data changed since the interrupted run (checksum differs); "
+                             "run again without --resume")
+    else:
+        f.parent.mkdir(exist_ok=True)
+        atomic_write_json(f, {"checksum": checksum})
+
+
 def run_pipeline(
     cfg: RunConfig,
     out: str | Path,
     *,
     sample: Sample | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     log: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RunResult:
@@ -410,22 +453,29 @@ def run_pipeline(
 
     Args:
         cfg: the options.
-        out: destination folder; must not exist (or be empty) unless `overwrite`.
+        out: destination folder; must not exist (or be empty) unless `overwrite`, which only
+            replaces a structattn run folder (see `runfolder.check_out`).
         sample: an already loaded sample (else ``cfg.source`` is read).
         overwrite: replace an existing run folder once the new one is complete.
+        resume: continue a run with the same options that was interrupted (a signal, a kill)
+            from its last training checkpoint; starts from the beginning if there is none.
         log: receives one-line progress messages.
         progress: receives one line per explanation/scoring step.
     """
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
     out = Path(out)
-    with staged_run_folder(out, overwrite=overwrite) as stage:
+    inputs = [Path(cfg.source)] if sample is None and Path(cfg.source).exists() else []
+    with staged_run_folder(out, overwrite=overwrite, inputs=inputs, fingerprint=run_fingerprint(cfg),
+                           resume=resume, say=say) as stage:
         sample, checksum = load_stage(cfg, sample, say)
+        _check_resumed_data(stage, checksum)
+        checkpoints = stage / CHECKPOINTS
         geo = resolve_geometry(sample, cfg)
         usable, split = split_stage(cfg, sample, geo)
         data = targets_stage(cfg, sample, checksum, geo, usable, split, say)
-        fitted = fit_stage(cfg, data, usable, say)
-        baselines_stage(cfg, data, fitted, say)
+        fitted = fit_stage(cfg, data, usable, say, checkpoints)
+        baselines_stage(cfg, data, fitted, say, checkpoints)
         index = choose_points(data.test, sample.n_points, cfg.points, seed=cfg.seed)
         write_stage(stage, cfg, data, fitted, index)
         explain_stage(stage, cfg, data, index, say, progress)

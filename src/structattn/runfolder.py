@@ -20,7 +20,9 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -92,27 +94,194 @@ def write_explanations(path: Path, *, point_index: np.ndarray, maps: dict, attrs
             os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def staged_run_folder(out: Path, *, overwrite: bool = False):
-    """Yield a staging folder that becomes `out` only if the block finishes without error."""
+MARKER = ".structattn-run"  # every finished run folder holds it; --overwrite replaces only such folders
+OWNER = ".owner.json"  # inside a staging folder: who is writing it (pid, host) and what (config fingerprint)
+CHECKPOINTS = "checkpoints"  # inside a staging folder: training checkpoints for --resume (removed on success)
+
+
+class Interrupted(BaseException):
+    """A run stopped by a signal (SIGTERM, SIGINT, SIGHUP); raised by the CLI's signal handler.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it; not a
+    KeyboardInterrupt, which Lightning turns into ``sys.exit(1)`` without a word.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal as _signal
+
+        self.signum = int(signum)
+        self.name = _signal.Signals(signum).name if signum in iter(_signal.Signals) else str(signum)
+        self.kept: Path | None = None  # the staging folder kept for --resume, if any
+        super().__init__(f"interrupted by {self.name}")
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder structattn wrote: it holds the marker (or, for runs before the marker, every
+    required file and a config.json that names structattn)."""
+    path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    if not all((path / f).is_file() for f in REQUIRED_FILES):
+        return False
+    try:
+        return "structattn" in json.loads((path / "config.json").read_text()).get("versions", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out(out: Path, *, overwrite: bool, inputs=()) -> Path:
+    """Refuse every `--out` that could lose data, before any work starts; returns it resolved.
+
+    Never the current folder or one holding it, never a folder holding an input, and with
+    ``overwrite`` only a structattn run folder (`is_run_folder`).
+    """
+    given = Path(out)
+    if str(out).strip() == "":
+        raise ValueError("--out: expected a folder path, got an empty string")
+    out = given.resolve()
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise ValueError(f"--out: {given} is the current folder or holds it; name a new folder for the run "
+                         "(e.g. --out runs/name)")
+    for inp in inputs:
+        inp = Path(inp)
+        if inp.exists() and (inp.resolve() == out or out in inp.resolve().parents):
+            raise ValueError(f"--out: {given} holds the input {inp}; a run folder must be a folder of its own")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise FileExistsError(f"--out: {given} exists and is not a folder")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise FileExistsError(f"--out: {given} exists and is not empty; choose another folder or pass "
+                                      "--overwrite (which replaces only a structattn run folder)")
+            if not is_run_folder(out):
+                raise FileExistsError(f"--out: {given} is not a structattn run folder (no {MARKER} marker); "
+                                      "--overwrite replaces only run folders. Choose another folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out: cannot write in {parent}")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def leftover_stages(out: Path) -> list[tuple[Path, dict, bool]]:
+    """Staging folders beside `out` left by earlier runs: (path, owner info, writer alive)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out: {out} exists and is not empty; choose another folder or pass --overwrite")
+    found = []
+    if not out.parent.is_dir():
+        return found
+    for p in sorted(out.parent.glob(f".{out.name}.partial-*")):
+        if not p.is_dir():
+            continue
+        try:
+            owner = json.loads((p / OWNER).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        alive = (owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
+                 and owner["pid"] != os.getpid() and _pid_alive(owner["pid"]))
+        found.append((p, owner, alive))
+    return found
+
+
+def _resumable(stage: Path) -> bool:
+    """The staging folder holds training checkpoints (or finished models) worth resuming."""
+    ck = Path(stage) / CHECKPOINTS
+    return ck.is_dir() and any(p.suffix in (".ckpt", ".pt") for p in ck.rglob("*"))
+
+
+@contextlib.contextmanager
+def staged_run_folder(out: Path, *, overwrite: bool = False, inputs=(), fingerprint: str | None = None,
+                      resume: bool = False, say=None):
+    """Yield a staging folder that becomes `out` only if the block finishes without error.
+
+    Args:
+        out: the run folder to create (`check_out` decides whether that is safe).
+        overwrite: replace an existing run folder (only one that holds the marker).
+        inputs: input files: `out` may not hold any of them.
+        fingerprint: identifies the run's config; a staging folder with the same fingerprint
+            left by a killed run is continued when `resume`.
+        resume: continue a killed run's staging folder (its checkpoints) instead of starting anew.
+        say: receives one line per leftover folder removed or reused.
+
+    On an error the staging folder is removed. On a signal (`Interrupted`) it is kept when it
+    holds training checkpoints, so ``--resume`` can continue; the exception's ``kept`` says where.
+    Leftovers of killed runs beside `out` are removed (or, with `resume`, the matching one reused);
+    a folder another live run is writing is an error.
+    """
+    say = say or (lambda _m: None)
+    given = Path(out)
+    resolved = given.resolve()
+    for old in sorted(resolved.parent.glob(f".{resolved.name}.old-*")) if resolved.parent.is_dir() else ():
+        if resolved.exists():  # a run killed between its two renames left the replaced folder
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, resolved)
+            say(f"restored the previous run folder {given} from {old.name}")
+    out = check_out(given, overwrite=overwrite, inputs=inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    os.chmod(stage, 0o755)
+    stage = None
+    for path, owner, alive in leftover_stages(out):
+        if owner.get("host") not in (None, socket.gethostname()):
+            say(f"left {path.name} alone: another machine ({owner['host']}) wrote it")
+            continue
+        if alive:
+            raise FileExistsError(f"--out: another structattn run (pid {owner['pid']}) is writing {given} "
+                                  f"(staging folder {path.name}); wait for it or stop it")
+        if (resume and stage is None and path.name.startswith(f".{out.name}.partial-")
+                and fingerprint is not None and owner.get("fingerprint") == fingerprint and _resumable(path)):
+            stage = path
+            say(f"resuming the interrupted run in {path.name}")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        say(f"removed {path.name}, left beside {given.name} by an interrupted run")
+    if resume and stage is None:
+        say("nothing to resume (no interrupted run with the same options): starting from the beginning")
+    if stage is None:
+        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+        os.chmod(stage, 0o755)
+    atomic_write_json(stage / OWNER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fingerprint": fingerprint})
+    old = None
     try:
         yield stage
+        shutil.rmtree(stage / CHECKPOINTS, ignore_errors=True)
+        (stage / OWNER).unlink(missing_ok=True)
+        atomic_write_json(stage / MARKER, {"what": "a structattn run folder; `--overwrite` may replace it",
+                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(stage, out)
+    except Interrupted as exc:
+        if _resumable(stage):
+            exc.kept = stage
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+        _restore(old, out)
+        raise
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        _restore(old, out)
         raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(stage, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(old: Path | None, out: Path) -> None:
+    """Put the replaced run folder back if the new one did not take its place."""
+    if old is not None and old.exists() and not out.exists():
+        os.replace(old, out)
 
 
 class RunFolder:

@@ -20,6 +20,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -77,50 +78,85 @@ def save_bundle(sample: Sample, path: str | os.PathLike) -> Path:
     return path
 
 
+def _names(data: dict, key: str) -> tuple[str, ...]:
+    """A (K,) array of names as strings (() when absent)."""
+    if key not in data:
+        return ()
+    arr = np.asarray(data[key])
+    if arr.dtype.kind not in "USO" and arr.size:
+        raise TypeError(f"{key}: expected an array of strings, got dtype {arr.dtype}")
+    return tuple(str(v) for v in arr.reshape(-1).tolist())
+
+
+def _bundle_truth(data: dict) -> dict | None:
+    """The optional ground truth (truth_radius, truth_classes), validated against the names."""
+    keys = [k for k in ("truth_radius", "truth_classes") if k in data]
+    if not keys:
+        return None
+    missing = [k for k in ("truth_radius", "truth_classes", "label_names", "target_names") if k not in data]
+    if missing:
+        raise ValueError(f"{keys[0]}: ground truth needs truth_radius, truth_classes, label_names and "
+                         f"target_names; missing {missing}")
+    names = [str(n) for n in np.asarray(data["label_names"]).reshape(-1)]
+    targets = [str(t) for t in np.asarray(data["target_names"]).reshape(-1)]
+    tc = np.asarray(data["truth_classes"])
+    if tc.shape != (len(targets), len(names)):
+        raise ValueError(f"truth_classes: expected shape (targets, label classes) = ({len(targets)}, {len(names)}), "
+                         f"got {tc.shape}")
+    if tc.dtype != bool and not (np.issubdtype(tc.dtype, np.number) and np.isin(tc, (0, 1)).all()):
+        raise TypeError(f"truth_classes: expected booleans (or 0/1), got dtype {tc.dtype}")
+    radius = np.asarray(data["truth_radius"])
+    if radius.shape != () or not np.issubdtype(radius.dtype, np.number) or not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"truth_radius: expected one positive number of pixels, got {radius!r}")
+    tc = tc.astype(bool)
+    return {"radius": float(radius),
+            "classes": {t: [names[j] for j in np.flatnonzero(tc[i])] for i, t in enumerate(targets)}}
+
+
 def load_bundle(path: str | os.PathLike) -> Sample:
     """Read an NPZ bundle into a validated `Sample`; errors name the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bundle: no such file: {path}")
+    data, key = {}, None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"bundle: {path} is not a readable .npz file ({exc})") from None
+        z = np.load(path, allow_pickle=False)
+        if hasattr(z, "files"):
+            with z:
+                for key in z.files:  # one at a time, so a broken array is named
+                    data[key] = z[key]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
+        first = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        where = f"array {key!r} cannot be read" if key is not None else "not a readable .npz file"
+        raise ValueError(f"bundle {path.name}: {where} ({first})") from None
+    if not hasattr(z, "files"):
+        raise ValueError(f"bundle {path.name}: holds one bare array {np.shape(z)}, expected an .npz archive of "
+                         "named arrays (image, positions, ...; see docs/data.md)")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
-        raise ValueError(f"bundle: {path} is missing required key(s) {missing}; present: {sorted(data)}")
+        raise ValueError(f"bundle {path.name}: missing required key(s) {missing}; present: {sorted(data)}")
     if "loops" not in data and "targets" not in data:
-        raise ValueError(f"bundle: {path} needs `loops` (with `voltage`) or `targets`; present: {sorted(data)}")
-    truth = None
-    if "truth_radius" in data and "truth_classes" in data and "label_names" in data and "target_names" in data:
-        names = [str(n) for n in data["label_names"]]
-        tc = np.asarray(data["truth_classes"], bool)
-        truth = {
-            "radius": float(data["truth_radius"]),
-            "classes": {
-                str(t): [names[j] for j in np.flatnonzero(tc[i])] for i, t in enumerate(data["target_names"])
-            },
-        }
+        raise ValueError(f"bundle {path.name}: needs `loops` (with `voltage`) or `targets`; present: {sorted(data)}")
     try:
+        truth = _bundle_truth(data)
+        names = {k: _names(data, k) for k in ("channels", "target_names", "label_names", "target_units")}
         return Sample(
             image=data["image"],
-            channels=tuple(str(c) for c in data.get("channels", ())),
+            channels=names["channels"],
             positions=data["positions"],
             loops=data.get("loops"),
             voltage=data.get("voltage"),
             targets=data.get("targets"),
-            target_names=tuple(str(c) for c in data.get("target_names", ())),
-            pixel_size=float(data["pixel_size"]) if "pixel_size" in data else None,
+            target_names=names["target_names"],
+            pixel_size=data.get("pixel_size"),
             labels=data.get("labels"),
-            label_names=tuple(str(c) for c in data.get("label_names", ())),
+            label_names=names["label_names"],
             truth=truth,
             meta={
                 "source": str(path),
                 "reader": "npz",
                 "sha256": file_sha256(path),
-                "target_units": dict(zip((str(t) for t in data.get("target_names", ())),
-                                         (str(u) for u in data.get("target_units", ())))),
+                "target_units": dict(zip(names["target_names"], names["target_units"])),
             },
         )
     except (ValueError, TypeError) as exc:

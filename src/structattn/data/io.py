@@ -44,6 +44,10 @@ def _parse_synthetic(source: str) -> dict:
             raise ValueError(f"source: {key} must be {what} in {source!r}") from None
     if not opts.get("causal_radius", 1.0) >= 1:  # named as the user wrote it; make_synthetic checks too
         raise ValueError(f"source: radius must be >= 1 (pixels) in {source!r}")
+    if opts.get("spacing", 1) < 1:
+        raise ValueError(f"source: spacing must be >= 1 (pixels) in {source!r}")
+    if opts.get("size", 64) < 33:
+        raise ValueError(f"source: size must be >= 33 (pixels; points keep 16 px from the edge) in {source!r}")
     return opts
 
 
@@ -68,7 +72,13 @@ def load_sample(source: str | Path, *, structure_from: str = "response@0V") -> S
     if path.suffix.lower() in (".h5", ".hdf5"):  # loops: pyNSID BEPS grid
         from ..loops.beps import sample_from_beps
 
-        return sample_from_beps(path, structure_from=structure_from)
+        try:
+            return sample_from_beps(path, structure_from=structure_from)
+        except (OSError, KeyError, ValueError, TypeError) as exc:  # h5py's own messages name neither file nor field
+            first = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            if isinstance(exc, OSError):
+                first = f"not a readable HDF5 file ({first})"
+            raise ValueError(f"bundle {path.name}: {first}") from None
     raise ValueError(f"bundle: unsupported file type {path.suffix!r} for {path}; expected .npz or a BEPS .h5")
 
 

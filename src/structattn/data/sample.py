@@ -12,6 +12,9 @@ import numpy as np
 
 
 def _as_float_array(name: str, value, ndim: tuple[int, ...]) -> np.ndarray:
+    if np.iscomplexobj(value):  # never silently drop the imaginary part
+        raise TypeError(f"{name}: complex values (dtype {np.asarray(value).dtype}); pass real arrays, e.g. the "
+                        "amplitude and phase (np.abs, np.angle) as two channels")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -32,7 +35,8 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
         )
 
 
-def _as_names(name: str, value, count: int, default_prefix: str) -> tuple[str, ...]:
+def _as_names(name: str, value, count: int, default_prefix: str, *, key: bool = False) -> tuple[str, ...]:
+    """Validated names; ``key``: they become HDF5 dataset names, so no '/' and not '.'."""
     if value is None:
         return tuple(f"{default_prefix}{i}" for i in range(count))
     names = tuple(str(v) for v in np.asarray(value).reshape(-1).tolist())
@@ -40,6 +44,12 @@ def _as_names(name: str, value, count: int, default_prefix: str) -> tuple[str, .
         raise ValueError(f"{name}: expected {count} names, got {len(names)}: {list(names)}")
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: names must be unique, got {list(names)}")
+    for n in names:
+        if not n.strip():
+            raise ValueError(f"{name}: names must not be empty, got {list(names)}")
+        if key and ("/" in n or n in (".", "..") or "\x00" in n):
+            raise ValueError(f"{name}: {n!r} cannot name a dataset in the run's HDF5 files (no '/', not '.'); "
+                             "rename it")
     return names
 
 
@@ -134,13 +144,17 @@ class Sample:
             _check_finite("targets", tg)
             object.__setattr__(self, "targets", tg)
             object.__setattr__(
-                self, "target_names", _as_names("target_names", self.target_names or None, tg.shape[1], "target")
+                self, "target_names",
+                _as_names("target_names", self.target_names or None, tg.shape[1], "target", key=True)
             )
         elif self.target_names:
             raise ValueError("target_names: given without `targets`")
 
         if self.pixel_size is not None:
-            ps = float(self.pixel_size)
+            arr = np.asarray(self.pixel_size)
+            if arr.size != 1 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+                raise ValueError(f"pixel_size: expected one number of metres per pixel, got {self.pixel_size!r}")
+            ps = float(arr.reshape(-1)[0])
             if not np.isfinite(ps) or ps <= 0:
                 raise ValueError(f"pixel_size: expected a positive number of metres, got {self.pixel_size!r}")
             object.__setattr__(self, "pixel_size", ps)
@@ -154,7 +168,8 @@ class Sample:
             n_lab = int(lab.max()) + 1
             if lab.min() < 0:
                 raise ValueError(f"labels: expected non-negative class indices, got min {lab.min()}")
-            names = _as_names("label_names", self.label_names or None, max(n_lab, len(self.label_names)), "class")
+            names = _as_names("label_names", self.label_names or None, max(n_lab, len(self.label_names)), "class",
+                              key=True)
             object.__setattr__(self, "labels", lab.astype(np.int64))
             object.__setattr__(self, "label_names", names)
 

@@ -175,6 +175,8 @@ def make_synthetic(
     """
     if size < 2 * margin + 1:
         raise ValueError(f"size: expected > 2*margin={2 * margin}, got {size}")
+    if spacing < 1:
+        raise ValueError(f"spacing: expected a grid pitch >= 1 px, got {spacing}")
     if not np.isfinite(causal_radius) or causal_radius < 1:
         raise ValueError(f"causal_radius: expected a radius >= 1 px, got {causal_radius}")
     rng = np.random.default_rng(seed)

@@ -88,6 +88,8 @@ def read_beps_nsid(path, *, dataset: str | None = None) -> BepsGrid:
         ds = f[name]
         if len(ds.shape) != 3:
             raise ValueError(f"dataset: expected a 3-D (X, Y, Voltage) array, got shape {ds.shape}")
+        if ds.dtype.kind not in "fiu":
+            raise ValueError(f"dataset {name!r}: expected numbers, got dtype {ds.dtype}")
         data = ds[()].astype(float)
         kinds, scales = [], []
         for dim in ds.dims:

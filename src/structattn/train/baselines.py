@@ -105,6 +105,7 @@ def fit_baselines(
     test: np.ndarray,
     train_cfg: TrainConfig,
     cnn: bool = True,
+    checkpoint_dir=None,
 ) -> BaselineResult:
     """All baselines on standardised patches x (N, C, w, w) and targets y (N, K) (target units).
 
@@ -121,7 +122,8 @@ def fit_baselines(
         ym, ys = y[train].mean(0), np.maximum(y[train].std(0), 1e-8)
         L.seed_everything(train_cfg.seed, workers=True, verbose=False)
         model = CNNRegressor(CNNConfig(in_channels=x.shape[1], window=x.shape[-1], n_outputs=y.shape[1]))
-        model, hist = fit_model(model, x, (y - ym) / ys, train_index=train, val_index=val, train=train_cfg)
+        model, hist = fit_model(model, x, (y - ym) / ys, train_index=train, val_index=val, train=train_cfg,
+                                checkpoint_dir=checkpoint_dir)
         import torch
 
         with torch.no_grad():

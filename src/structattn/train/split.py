@@ -103,7 +103,8 @@ def spatial_block_split(
             dropped |= near & (point_part == 0)
     train = np.flatnonzero((point_part == 0) & ~dropped)
     if len(train) == 0:
-        raise ValueError(f"buffer: {buffer} px leaves no training points; use a smaller buffer or more blocks")
+        raise ValueError(f"--buffer: {buffer} px around held-out blocks leaves no training points; use a smaller "
+                         "--buffer or more --blocks")
     return SpatialSplit(
         train=train,
         val=np.flatnonzero(point_part == 1),

@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..nets.vit import ViTConfig, ViTRegressor
@@ -89,16 +89,43 @@ class RegressionModule(L.LightningModule):
         self.model = model
         self.tcfg = train
         self._gen = torch.Generator().manual_seed(train.seed)
+        self.loader_gen: torch.Generator | None = None  # the training DataLoader's shuffling generator
         self.history: list[dict] = []
+
+    # Resuming must continue exactly where the killed run was: Lightning restores weights,
+    # optimiser, schedule and callbacks; the random streams (batch order, augmentation,
+    # dropout) and the loss history are ours to save.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["structattn"] = {
+            "history": list(self.history),
+            "augment_rng": self._gen.get_state(),
+            "loader_rng": None if self.loader_gen is None else self.loader_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        st = checkpoint.get("structattn", {})
+        self.history = list(st.get("history", []))
+        if "augment_rng" in st:
+            self._gen.set_state(st["augment_rng"])
+        if st.get("loader_rng") is not None and self.loader_gen is not None:
+            self.loader_gen.set_state(st["loader_rng"])
+        if "torch_rng" in st:
+            torch.set_rng_state(st["torch_rng"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._loss_n = 0.0, 0
 
     def training_step(self, batch, _):
         x, y = batch
         x = _augment(x, self.tcfg.augment, self._gen)
         loss = torch.nn.functional.mse_loss(self.model(x), y)
         self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
+        self._loss_sum += float(loss.detach()) * len(x)
+        self._loss_n += len(x)
         return loss
 
     def validation_step(self, batch, _):
@@ -106,12 +133,12 @@ class RegressionModule(L.LightningModule):
         loss = torch.nn.functional.mse_loss(self.model(x), y)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x))
 
-    def on_validation_epoch_end(self) -> None:
-        m = self.trainer.callback_metrics
-        if "train_loss" in m:
-            self.history.append(
-                {"epoch": int(self.current_epoch), "train_loss": float(m["train_loss"]), "val_loss": float(m["val_loss"])}
-            )
+    def on_train_epoch_end(self) -> None:
+        # this epoch's mean training loss and its validation loss (validation ran before this hook)
+        val = self.trainer.callback_metrics.get("val_loss")
+        if val is not None and self._loss_n:
+            self.history.append({"epoch": int(self.current_epoch), "train_loss": self._loss_sum / self._loss_n,
+                                 "val_loss": float(val)})
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
@@ -142,6 +169,26 @@ class _KeepBest(Callback):
             self.best, self.epoch = val, int(trainer.current_epoch)
             self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
+    def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps the best epoch
+        return {"best": self.best, "epoch": self.epoch, "state": self.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.epoch, self.state = state["best"], state["epoch"], state["state"]
+
+
+class _EpochCheckpoint(Checkpoint):  # a Checkpoint: Lightning calls it after the module's epoch-end hook
+    """Write a full Lightning checkpoint at the end of every epoch, after its validation and
+    early-stopping check (ModelCheckpoint with ``save_top_k=0`` writes ``last.ckpt`` only when
+    training ends), atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        tmp = self.path.with_suffix(".ckpt.tmp")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.path)
+
 
 def fit_vit(
     x: np.ndarray,
@@ -152,12 +199,14 @@ def fit_vit(
     vit: ViTConfig,
     train: TrainConfig,
     pretrain_image: np.ndarray | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[ViTRegressor, dict]:
     """Train a `ViTRegressor` on standardised patches x (N, C, w, w) and targets y (N, K).
 
     With ``train.pretrain_epochs > 0`` and a standardised (C, H, W) ``pretrain_image``, the
     encoder is first pretrained by masked-token reconstruction on the whole image
-    (`structattn.train.pretrain`).
+    (`structattn.train.pretrain`). With `checkpoint_dir`, training can be resumed after a
+    kill (see `fit_model`); the pretrained weights are kept there too.
 
     Returns:
         The model with the best validation epoch's weights (in eval mode) and a history
@@ -169,9 +218,18 @@ def fit_vit(
     if pretrain_image is not None and train.pretrain_epochs > 0:
         from .pretrain import pretrain_masked
 
-        pre = pretrain_masked(model, pretrain_image, epochs=train.pretrain_epochs, seed=train.seed,
-                              device=train.device, progress=train.progress)
-    model, history = fit_model(model, x, y, train_index=train_index, val_index=val_index, train=train)
+        saved = None if checkpoint_dir is None else Path(checkpoint_dir) / "pretrained.pt"
+        if saved is not None and saved.is_file():
+            payload = _load_checkpoint_file(saved)
+            model.load_state_dict(payload["state_dict"])
+            pre = payload["history"]
+        else:
+            pre = pretrain_masked(model, pretrain_image, epochs=train.pretrain_epochs, seed=train.seed,
+                                  device=train.device, progress=train.progress)
+            if saved is not None:
+                _save_checkpoint_file(saved, {"state_dict": model.state_dict(), "history": pre})
+    model, history = fit_model(model, x, y, train_index=train_index, val_index=val_index, train=train,
+                               checkpoint_dir=checkpoint_dir)
     if pre is not None:
         history["pretrain"] = pre
     return model, history
@@ -185,9 +243,21 @@ def fit_model(
     train_index: np.ndarray,
     val_index: np.ndarray,
     train: TrainConfig,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Train any regressor (the ViT, the CNN baseline) with the same loop; see `fit_vit`."""
+    """Train any regressor (the ViT, the CNN baseline) with the same loop; see `fit_vit`.
+
+    With `checkpoint_dir`, a Lightning checkpoint (``last.ckpt``: weights, optimiser,
+    schedule, early stopping, best epoch, random streams) is written after every epoch and
+    the finished model as ``final.pt``; calling again with the same folder continues from
+    there, to the same result as an uninterrupted run with the same seed.
+    """
     check_augment(train.augment)
+    ck_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if ck_dir is not None and (ck_dir / "final.pt").is_file():  # finished before the interruption
+        payload = _load_checkpoint_file(ck_dir / "final.pt")
+        model.load_state_dict(payload["state_dict"])
+        return model.cpu().eval(), payload["history"]
     for name in ("lightning.pytorch", "lightning.fabric"):  # no banner/tips; our caller reports progress
         logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(train.seed, workers=True, verbose=False)
@@ -198,8 +268,16 @@ def fit_model(
                     generator=gen)
     va = DataLoader(TensorDataset(xt[val_index], yt[val_index]), batch_size=256)
     module = RegressionModule(model, train)
+    module.loader_gen = gen
     keep = _KeepBest()
     stop = EarlyStopping(monitor="val_loss", patience=train.patience, mode="min")
+    callbacks: list[Callback] = [keep, stop]
+    resume_from = None
+    if ck_dir is not None:
+        ck_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(_EpochCheckpoint(ck_dir / "last.ckpt"))  # after early stopping has updated
+        if (ck_dir / "last.ckpt").is_file():
+            resume_from = str(ck_dir / "last.ckpt")
     accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}.get(train.device)
     if accel is None:
         raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {train.device!r}")
@@ -212,14 +290,20 @@ def fit_model(
             devices=1,
             deterministic=True,
             logger=False,
-            enable_checkpointing=False,
+            enable_checkpointing=ck_dir is not None,
             enable_model_summary=False,
             enable_progress_bar=train.progress,
-            callbacks=[keep, stop],
+            callbacks=callbacks,
             default_root_dir=tmp,
             num_sanity_val_steps=0,
         )
-        trainer.fit(module, tr, va)
+        try:
+            trainer.fit(module, tr, va, ckpt_path=resume_from)
+        except (RuntimeError, KeyError, EOFError, OSError) as exc:
+            if resume_from is None:
+                raise
+            raise ValueError(f"--resume: cannot continue from {resume_from} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); run again without --resume") from None
     model = module.model.cpu()
     if keep.state is not None:
         model.load_state_dict(keep.state)
@@ -230,7 +314,25 @@ def fit_model(
         "best_val_loss": keep.best,
         "stopped_epoch": int(trainer.current_epoch),
     }
+    if ck_dir is not None:
+        _save_checkpoint_file(ck_dir / "final.pt", {"state_dict": model.state_dict(), "history": history})
     return model, history
+
+
+def _save_checkpoint_file(path: Path, payload: dict) -> None:
+    """torch.save to `path` atomically (temp file, then rename)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)  # a kill never leaves half a file under the real name
+
+
+def _load_checkpoint_file(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, KeyError) as exc:
+        raise ValueError(f"--resume: cannot read {path} ({type(exc).__name__}); run again without --resume") from None
 
 
 def standardise_patches(patches: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -280,12 +382,7 @@ class TrainedModel:
             "pad_mode": self.pad_mode,
             "extra": json.loads(json.dumps(self.extra)),
         }
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        _save_checkpoint_file(Path(path), payload)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainedModel":
