@@ -196,8 +196,7 @@ def _usid_candidates(f) -> list:
     f.visititems(visit)
 
     def rank(ds):
-        names = ds.dtype.names or ()
-        if AMPLITUDE in names and PHASE in names:  # an SHO fit: Fit before Guess
+        if ds.dtype.names:  # a compound fit result (SHO: Amplitude, Phase, ...): Fit before Guess
             return (0, 0 if ds.name.split("/")[-1].lower() == "fit" else 1)
         if ds.dtype.kind in "iuf":  # real loops
             return (1, 0 if "loop" in ds.name.lower() else 1)
