@@ -95,9 +95,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="skip attribution by domain class (default: on when a segmentation is available)")
 
 
-def _add_file_options(p: argparse.ArgumentParser) -> None:
+def _add_file_options(p: argparse.ArgumentParser, *, title: str = "from instrument files (instead of a bundle; "
+                                                                    "see docs/data.md)") -> None:
     """From the microscope's files: a structure image and a spectroscopy grid placed on it."""
-    g = p.add_argument_group("from instrument files (instead of a bundle; see docs/data.md)")
+    g = p.add_argument_group(title)
     g.add_argument("--image", default=None,
                    help="structure image: Gwyddion .gwy, Asylum .ibw, NSID PFM .h5, or .npz/.npy")
     g.add_argument("--loops", default=None,
@@ -201,7 +202,7 @@ def cmd_run(args) -> int:
 
 # --- issue 14: from the microscope's own files to a bundle --------------------------------
 def _add_bundle(p):
-    _add_file_options(p)
+    _add_file_options(p, title="inputs: the microscope's files (see docs/data.md)")
     p.add_argument("--out", required=True, help="the .npz bundle to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 

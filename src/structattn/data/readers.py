@@ -106,7 +106,10 @@ def _from_instrument(path: Path) -> tuple[list[tuple[str, np.ndarray, str]], tup
 
 
 def _from_nsid(path: Path) -> tuple[list[tuple[str, np.ndarray, str]], tuple | None, str]:
-    pfm = read_pfm(path)  # read-only; raises ValueError naming the file
+    try:
+        pfm = read_pfm(path)  # read-only
+    except ValueError as exc:
+        raise _fail(path, str(exc).removeprefix("path: ")) from None
     return ([(c, pfm.image[k], pfm.units.get(c, "")) for k, c in enumerate(pfm.channels)], pfm.scan_size,
             f"structattn.data.pfm.read_pfm ({pfm.meta.get('reader')})")
 
