@@ -18,6 +18,8 @@ pixel pitch is ``L / (n - 1)``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,7 +228,9 @@ def read_instrument_channels(path) -> list[_Raw]:
         import SciFiReaders as sr
 
         reader = sr.GwyddionReader if suffix == ".gwy" else sr.IgorIBWReader
-        datasets = reader(str(path)).read()
+        # the readers print (e.g. a damaged .gwy's raw bytes) to stdout: keep the user's terminal clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            datasets = reader(str(path)).read()
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
         first = (str(exc).splitlines() or ["no message"])[0] or "no message"
         raise ValueError(f"image: cannot read {path.name!r} ({type(exc).__name__}: {first})") from None
