@@ -1,6 +1,6 @@
 """The whole run as a short list of named stages.
 
-    load -> geometry -> split -> targets -> fit -> baselines -> write -> explain -> domains -> report
+    load -> geometry -> split -> targets -> fit -> baselines -> per sample -> write -> explain -> domains -> report
 
 `run_pipeline` is what ``structattn run`` and ``structattn demo`` call; each stage is a
 function taking what the previous ones returned, and nothing re-reads what the run itself
@@ -294,6 +294,12 @@ def per_sample_stage(d: Prepared, f: Fitted, say) -> None:
         say(f"test {name} per sample: " + ", ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in per.items()))
 
 
+def _samples_summary(d: Prepared) -> dict:
+    """metrics.json "samples": names, the part each sample went to, test points per sample."""
+    sop = np.asarray(d.sample.meta["samples"]["sample_of_point"], int)
+    return {**d.split.info(), "n_test": {n: int((sop[d.test] == j).sum()) for j, n in enumerate(d.split.names)}}
+
+
 def targets_stage(cfg: RunConfig, sample: Sample, checksum: str, geo: dict, usable: np.ndarray,
                   split: SpatialSplit | SampleSplit, say) -> Prepared:
     train, val, test = usable[split.train], usable[split.val], usable[split.test]
@@ -385,9 +391,7 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
                                              "split leaks"),
         },
         "training": f.history,
-        **({"samples": {**d.split.info(), "n_test": {
-            n: int((np.asarray(d.sample.meta["samples"]["sample_of_point"])[d.test] == j).sum())
-            for j, n in enumerate(d.split.names)}}} if isinstance(d.split, SampleSplit) else {}),
+        **({"samples": _samples_summary(d)} if isinstance(d.split, SampleSplit) else {}),
         "baselines": {} if f.baselines is None else {
             "info": f.baselines.info,
             "learned_rule": "ViT test R² >= 0.1 and >= the best baseline's + margin (2 x paired-bootstrap SE, >= 0.02)",
