@@ -33,7 +33,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
 
     d = RunConfig()
     if not demo:
-        p.add_argument("bundle", help="input: an .npz bundle (see docs/data.md), a BEPS .h5, or 'synthetic[:seed=N,radius=R]'")
+        p.add_argument("bundle", nargs="*", metavar="BUNDLE",
+                       help="input: an .npz bundle (see docs/data.md), a BEPS .h5, or 'synthetic[:seed=N,radius=R]'; "
+                            "several bundles = several samples in one run (see --split); or leave it out and "
+                            "give --image and --loops")
+        _add_file_options(p)
+        p.add_argument("--split", default=d.split, choices=("blocks", "sample"),
+                       help="several samples: 'blocks' (default) holds out spatial blocks within each sample; "
+                            "'sample' holds out whole samples (test, and validation from 3 samples on)")
     p.add_argument("--out", default="runs/demo" if demo else None, required=not demo,
                    help="run folder to create" + (" (default runs/demo)" if demo else ""))
     p.add_argument("--overwrite", action="store_true",
@@ -93,6 +100,65 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="skip attribution by domain class (default: on when a segmentation is available)")
 
 
+def _add_file_options(p: argparse.ArgumentParser, *, title: str = "from instrument files (instead of a bundle; "
+                                                                    "see docs/data.md)") -> None:
+    """From the microscope's files: a structure image and a spectroscopy grid placed on it."""
+    g = p.add_argument_group(title)
+    g.add_argument("--image", default=None,
+                   help="structure image: Gwyddion .gwy, Asylum .ibw, NSID PFM .h5, or .npz/.npy")
+    g.add_argument("--loops", default=None,
+                   help="spectroscopy grid: NSID or USID (SHO-fitted) .h5, or .npz/.npy of shape (rows, cols, V)")
+    g.add_argument("--extent", default=None, metavar="W_M,H_M",
+                   help="grid width,height in metres from its first to its last point (default: the grid covers "
+                        "the same scan area as the image)")
+    g.add_argument("--offset", default=None, metavar="X_M,Y_M",
+                   help="position in metres of the grid's first point from the image's corner pixel (default 0,0)")
+    g.add_argument("--channels", default=None,
+                   help="image channels to use, by name, comma-separated (default: height, amplitude, phase "
+                        "when present); with several bundles: the channels matched across samples")
+    g.add_argument("--voltage", default=None,
+                   help="bias waveform of a .npy grid: a .npy/.txt file or comma-separated volts")
+    g.add_argument("--field", default="out-of-field", choices=("out-of-field", "in-field"),
+                   help="USID band-excitation files: which loops to read (default out-of-field, the remanent loop)")
+    g.add_argument("--cycle", type=int, default=0, help="USID files with several cycles: which one (default 0)")
+
+
+_PLACEMENT = ("extent", "offset", "voltage")
+
+
+def _files_source(args) -> str:
+    """The JSON source of --image/--loops (checked: both given, placement values parse)."""
+    from .data.coregister import files_spec
+
+    missing = [f"--{k}" for k in ("image", "loops") if getattr(args, k) is None]
+    if missing:
+        raise ValueError(f"{missing[0]}: --image and --loops go together; {missing[0]} is missing")
+    return files_spec(image=args.image, loops=args.loops, extent=args.extent, offset=args.offset,
+                      channels=args.channels, voltage=args.voltage, field=args.field, cycle=args.cycle)
+
+
+def _run_source(args) -> str:
+    """One data source from the run's arguments: a bundle, --image/--loops, or several bundles."""
+    bundles = list(args.bundle or [])
+    if args.image is not None or args.loops is not None:
+        if bundles:
+            raise ValueError(f"BUNDLE: give either bundles ({', '.join(bundles)}) or --image with --loops, not both")
+        return _files_source(args)
+    used = [f"--{k}" for k in _PLACEMENT if getattr(args, k) is not None]
+    if used:
+        raise ValueError(f"{used[0]}: only used with --image and --loops")
+    if not bundles:
+        raise ValueError("BUNDLE: give a bundle (or several), or --image IMAGE --loops GRID")
+    if len(bundles) == 1:
+        if args.channels:
+            raise ValueError("--channels: only used with --image/--loops or with several bundles")
+        return bundles[0]
+    from .data.multi import MIN_MARGIN, multi_spec
+
+    margin = max(MIN_MARGIN, 0 if args.window is None else args.window - args.window // 2)
+    return multi_spec(bundles, channels=args.channels, margin=margin, pad_mode=args.pad_mode)
+
+
 def _config_from_args(args, source: str):
     from .pipeline import RunConfig
 
@@ -105,6 +171,7 @@ def _config_from_args(args, source: str):
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=args.device, progress=not args.quiet, domains=not args.no_domains,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
+        split=getattr(args, "split", "blocks"),
     )
 
 
@@ -135,7 +202,46 @@ def _print_summary(metrics: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    return _do_run(args, args.bundle)
+    return _do_run(args, _run_source(args))
+
+
+# --- issue 14: from the microscope's own files to a bundle --------------------------------
+def _add_bundle(p):
+    _add_file_options(p, title="inputs: the microscope's files (see docs/data.md)")
+    p.add_argument("--out", required=True, help="the .npz bundle to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def cmd_bundle(args) -> int:
+    """--image + --loops -> an .npz bundle (docs/data.md), with the registration it used."""
+    from pathlib import Path
+
+    from .data.bundle import save_bundle
+    from .data.coregister import sample_from_files
+    from .report.registration import registration_text
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise ValueError(f"--out: expected a .npz path, got {str(out)!r}")
+    for k in ("image", "loops"):
+        if getattr(args, k) is None:
+            raise ValueError(f"--{k}: required (the bundle is built from --image and --loops)")
+        if out.exists() and out.resolve() == Path(getattr(args, k)).resolve():
+            raise ValueError(f"--out: {str(out)!r} is the --{k} file; input files are never written")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out: {str(out)!r} exists; choose another path or pass --overwrite")
+    s = sample_from_files(args.image, args.loops, extent=args.extent, offset=args.offset, channels=args.channels,
+                          voltage=args.voltage, field=args.field, cycle=args.cycle)
+    save_bundle(s, out)
+    units = s.meta.get("channel_units", {})
+    console.print(Text.assemble(("image ", "bold"), f"{args.image}: channels "
+                                + ", ".join(f"{c} [{units.get(c, '') or '?'}]" for c in s.channels)
+                                + f", {s.shape[0]} x {s.shape[1]} px"), soft_wrap=True)
+    console.print(Text.assemble(("loops ", "bold"), f"{args.loops}: {s.n_points} points, {s.loops.shape[1]} bias steps "
+                                f"({s.voltage.min():g} to {s.voltage.max():g} V)"), soft_wrap=True)
+    console.print(Text(registration_text(s)), soft_wrap=True)
+    console.print(Text.assemble(("done", "bold green"), f" → {out}"), soft_wrap=True)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -229,6 +335,8 @@ def cmd_domains(args) -> int:
 SUBCOMMANDS = {
     "run": ("train on a data bundle, explain, and write a run folder", lambda p: _add_run_options(p, demo=False), cmd_run),
     "demo": ("run the whole pipeline on the bundled synthetic default data", _add_demo, cmd_demo),
+    "bundle": ("build an .npz bundle from a structure image and a spectroscopy grid (instrument files)",
+               _add_bundle, cmd_bundle),
     "explain": ("explain a run with several methods and score them (faithfulness, ground truth, "
                 "agreement, randomisation, cost)", _add_explain, cmd_explain),
     "domains": ("attribution by domain class (c+, c-, a, walls) for a run folder", _add_domains, cmd_domains),

@@ -1,6 +1,6 @@
 """The whole run as a short list of named stages.
 
-    load -> geometry -> split -> targets -> fit -> baselines -> write -> explain -> domains -> report
+    load -> geometry -> split -> targets -> fit -> baselines -> per sample -> write -> explain -> domains -> report
 
 `run_pipeline` is what ``structattn run`` and ``structattn demo`` call; each stage is a
 function taking what the previous ones returned, and nothing re-reads what the run itself
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data.io import load_sample, sample_checksum
+from .data.io import load_sample, sample_checksum, source_files
 from .data.patches import PAD_MODES, extract_patches, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
@@ -31,7 +31,7 @@ from .runfolder import CHECKPOINTS, RunFolder, atomic_write_json, staged_run_fol
 from .targets import TargetSet, resolve_targets
 from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
 from .train.metrics import regression_scores
-from .train.split import SpatialSplit, spatial_block_split
+from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.trainer import AUGMENTATIONS, TrainConfig, TrainedModel, check_augment, fit_vit, standardise_patches
 
 
@@ -57,6 +57,7 @@ class RunConfig:
     patience: int = 15  # early-stopping patience in epochs
     augment: str = "none"  # "none", "flips" or "dihedral": only if the property cannot depend on orientation
     blocks: int = 4  # spatial split: blocks per image side
+    split: str = "blocks"  # several samples: "blocks" within each sample, or "sample" (whole samples held out)
     val_fraction: float = 0.15  # share of blocks for validation
     test_fraction: float = 0.2  # share of blocks for test
     buffer: int | None = None  # px around val/test blocks without training points; None = window // 4
@@ -90,6 +91,8 @@ class RunConfig:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if self.blocks < 2:
             raise ValueError(f"--blocks: expected >= 2 blocks per side, got {self.blocks}")
+        if self.split not in SAMPLE_SPLITS:
+            raise ValueError(f"--split: expected one of {SAMPLE_SPLITS}, got {self.split!r}")
         try:
             self.augment = check_augment(self.augment)
         except ValueError:
@@ -196,7 +199,7 @@ class Prepared:
     sample: Sample
     checksum: str
     geometry: dict
-    split: SpatialSplit
+    split: SpatialSplit | SampleSplit
     targets: TargetSet
     train: np.ndarray  # point indices (into the sample) of each part
     val: np.ndarray
@@ -228,8 +231,13 @@ def load_stage(cfg: RunConfig, sample: Sample | None, say) -> tuple[Sample, str]
     return sample, sample_checksum(sample)
 
 
-def split_stage(cfg: RunConfig, sample: Sample, geo: dict) -> tuple[np.ndarray, SpatialSplit]:
+def split_stage(cfg: RunConfig, sample: Sample, geo: dict) -> tuple[np.ndarray, SpatialSplit | SampleSplit]:
     """Usable points (their patch fits, unless padding) dealt to spatial blocks."""
+    if "samples" in sample.meta:  # several samples in one run (structattn.data.multi)
+        return multi_split_stage(cfg, sample, geo)
+    if cfg.split == "sample":
+        raise ValueError("--split: 'sample' holds out whole samples and needs several (give 2 or more bundles); "
+                         "this run has one")
     if cfg.pad_mode == "exclude":
         usable = np.flatnonzero(patch_inside(sample.positions, shape=sample.shape, window=geo["window"]))
         if len(usable) == 0:
@@ -246,12 +254,63 @@ def split_stage(cfg: RunConfig, sample: Sample, geo: dict) -> tuple[np.ndarray, 
                          "per block; use fewer blocks")
     split = spatial_block_split(sample.positions[usable], shape=sample.shape, blocks=cfg.blocks,
                                 val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                                buffer=geo["buffer"], seed=cfg.seed)
+                                buffer=geo["buffer"], seed=cfg.seed,
+                                bounds=point_bounds(sample.positions[usable], sample.shape))
     return usable, split
 
 
+def multi_split_stage(cfg: RunConfig, sample: Sample, geo: dict) -> tuple[np.ndarray, SampleSplit]:
+    """Several samples: whole samples held out (``--split sample``) or blocks within each one."""
+    info = sample.meta["samples"]
+    sop = np.asarray(info["sample_of_point"], int)
+    boxes = np.asarray(info["boxes"], int)  # (S, 4): row0, col0, H, W of each sample in the mosaic
+    if geo["window"] - geo["window"] // 2 > int(info["margin"]):
+        raise ValueError(f"--window: {geo['window']} px needs a margin of {geo['window'] - geo['window'] // 2} px "
+                         f"around each sample, the samples were laid out with {info['margin']}")
+    usable = np.arange(sample.n_points)
+    if cfg.pad_mode == "exclude":  # each point's patch must fit inside its own sample's image
+        local = sample.positions - boxes[sop, :2]
+        keep = np.zeros(sample.n_points, bool)
+        for k in range(len(boxes)):
+            sel = sop == k
+            keep[sel] = patch_inside(local[sel], shape=tuple(boxes[k, 2:]), window=geo["window"])
+        usable = np.flatnonzero(keep)
+        if len(usable) == 0:
+            raise ValueError(f"--window: no point has a full {geo['window']}px patch inside its sample's image")
+    split = sample_split(sample.positions[usable], sop[usable], names=info["names"],
+                         shapes=[tuple(b[2:]) for b in boxes], origins=boxes[:, :2], mode=cfg.split,
+                         blocks=cfg.blocks, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                         buffer=geo["buffer"], seed=cfg.seed)
+    return usable, split
+
+
+def per_sample_stage(d: Prepared, f: Fitted, say) -> None:
+    """Several samples: test R² of every target on each sample's test points -> scores[t]["per_sample"]."""
+    if not isinstance(d.split, SampleSplit):
+        return
+    sop = np.asarray(d.sample.meta["samples"]["sample_of_point"], int)
+    names = d.split.names
+    for k, name in enumerate(d.targets.names):
+        per = {}
+        for j, sname in enumerate(names):
+            idx = d.test[sop[d.test] == j]
+            if len(idx) == 0:
+                continue
+            ok = len(idx) >= 2 and np.ptp(d.y[idx, k]) > 0
+            per[sname] = float(regression_scores(d.y[idx, k:k + 1], f.pred[idx, k:k + 1], (name,))[name]["r2"]) \
+                if ok else None
+        f.scores[name]["per_sample"] = per
+        say(f"test {name} per sample: " + ", ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in per.items()))
+
+
+def _samples_summary(d: Prepared) -> dict:
+    """metrics.json "samples": names, the part each sample went to, test points per sample."""
+    sop = np.asarray(d.sample.meta["samples"]["sample_of_point"], int)
+    return {**d.split.info(), "n_test": {n: int((sop[d.test] == j).sum()) for j, n in enumerate(d.split.names)}}
+
+
 def targets_stage(cfg: RunConfig, sample: Sample, checksum: str, geo: dict, usable: np.ndarray,
-                  split: SpatialSplit, say) -> Prepared:
+                  split: SpatialSplit | SampleSplit, say) -> Prepared:
     train, val, test = usable[split.train], usable[split.val], usable[split.test]
     targets = resolve_targets(sample, cfg.targets, train_index=train, latent_kind=cfg.latent_kind,
                               latent_size=cfg.latent_size, beta=cfg.beta, seed=cfg.seed)
@@ -348,9 +407,11 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
             "n_train": int(len(d.train)),
             "n_val": int(len(d.val)),
             "n_test": int(len(d.test)),
-            "why": "whole spatial blocks are held out: neighbouring patches overlap, a random split leaks",
+            "why": getattr(d.split, "why", "whole spatial blocks are held out: neighbouring patches overlap, a random "
+                                             "split leaks"),
         },
         "training": f.history,
+        **({"samples": _samples_summary(d)} if isinstance(d.split, SampleSplit) else {}),
         "baselines": {} if f.baselines is None else {
             "info": f.baselines.info,
             "learned_rule": "ViT test R² >= 0.1 and >= the best baseline's + margin (2 x paired-bootstrap SE, >= 0.02)",
@@ -358,6 +419,9 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
     }
     f.trained.save(stage / "model.pt")
     extra_pred = {} if f.baselines is None else {f"y_pred_{k}": v for k, v in f.baselines.predictions.items()}
+    if "samples" in d.sample.meta:  # several samples: which one each point belongs to
+        extra_pred.update(sample=np.asarray(d.sample.meta["samples"]["sample_of_point"], int),
+                          sample_names=np.array(d.sample.meta["samples"]["names"]))
     np.savez_compressed(stage / "predictions.npz", point_index=np.arange(n), positions=d.sample.positions,
                         y_true=d.y, y_pred=f.pred, split=split_labels, target_names=np.array(d.targets.names),
                         units=np.array(d.targets.units), **extra_pred)
@@ -412,8 +476,10 @@ def domains_stage(stage: Path, cfg: RunConfig, d: Prepared, index: np.ndarray, s
 
 def report_stage(stage: Path, d: Prepared, say) -> None:
     from .report.html import write_report
+    from .report.registration import write_registration_png
 
     say("writing report")
+    write_registration_png(stage / "registration.png", d.sample)
     write_report(stage, sample=d.sample)
 
 
@@ -465,7 +531,7 @@ def run_pipeline(
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
     out = Path(out)
-    inputs = [Path(cfg.source)] if sample is None and Path(cfg.source).exists() else []
+    inputs = source_files(cfg.source)
     with staged_run_folder(out, overwrite=overwrite, inputs=inputs, fingerprint=run_fingerprint(cfg),
                            resume=resume, say=say) as stage:
         sample, checksum = load_stage(cfg, sample, say)
@@ -476,6 +542,7 @@ def run_pipeline(
         data = targets_stage(cfg, sample, checksum, geo, usable, split, say)
         fitted = fit_stage(cfg, data, usable, say, checkpoints)
         baselines_stage(cfg, data, fitted, say, checkpoints)
+        per_sample_stage(data, fitted, say)
         index = choose_points(data.test, sample.n_points, cfg.points, seed=cfg.seed)
         write_stage(stage, cfg, data, fitted, index)
         explain_stage(stage, cfg, data, index, say, progress)

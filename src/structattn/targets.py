@@ -6,7 +6,9 @@ A spec is a comma-separated list. Each item is one of:
 * (loop analysis) a loop descriptor computed from the loops, see `structattn.loops`;
 * (latents) ``latent`` or ``latent:0,2``, see `structattn.latent`.
 
-``None`` or ``""`` means: all given targets if the sample has them.
+``None`` or ``""`` means: all given targets if the sample has them, else (loops without
+targets) the standard loop descriptors ``structattn.loops.STANDARD_DESCRIPTORS``
+(V+, V-, imprint, switchable_polarization).
 """
 
 from __future__ import annotations
@@ -68,12 +70,12 @@ def resolve_targets(
     items = parse_spec(spec)
     given = list(sample.target_names)
     if not items:
-        if sample.targets is None:
-            raise ValueError(
-                "--targets: the data have loops but no given targets; name loop descriptors to compute, "
-                "e.g. --targets V+,V-,imprint"
-            )
-        items = given
+        if sample.targets is None:  # loops only: the standard descriptors
+            from .loops import STANDARD_DESCRIPTORS
+
+            items = list(STANDARD_DESCRIPTORS)
+        else:
+            items = given
     cols, names, units = [], [], []
     info: dict = {}
     arrays: dict = {}

@@ -12,11 +12,16 @@ Bundle keys:
   truth_radius () float, truth_classes (K,L) bool   optional generator ground truth:
       target k's causal region is the disk of truth_radius around the point restricted to
       the label classes where truth_classes[k] is True.
+  channel_units (C,) str            optional units of the image channels
+  registration () str               optional JSON: where the spectroscopy grid sits on the image
+                                    (`structattn.data.coregister.Registration`, written by
+                                    ``structattn bundle``)
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import zipfile
@@ -65,6 +70,11 @@ def save_bundle(sample: Sample, path: str | os.PathLike) -> Path:
         arrays["truth_classes"] = np.array(
             [[lab in classes.get(t, ()) for lab in sample.label_names] for t in sample.target_names]
         )
+    units = sample.meta.get("channel_units")
+    if units:
+        arrays["channel_units"] = np.array([str(units.get(c, "")) for c in sample.channels])
+    if sample.meta.get("registration"):
+        arrays["registration"] = np.array(json.dumps(sample.meta["registration"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     os.close(fd)
@@ -157,7 +167,21 @@ def load_bundle(path: str | os.PathLike) -> Sample:
                 "reader": "npz",
                 "sha256": file_sha256(path),
                 "target_units": dict(zip(names["target_names"], names["target_units"])),
+                **_optional_meta(path, data),
             },
         )
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"bundle {path.name}: {exc}") from None
+
+
+def _optional_meta(path: Path, data: dict) -> dict:
+    """channel_units and registration of a bundle written by ``structattn bundle``."""
+    out: dict = {}
+    if "channel_units" in data and "channels" in data:
+        out["channel_units"] = dict(zip((str(c) for c in data["channels"]), (str(u) for u in data["channel_units"])))
+    if "registration" in data:
+        try:
+            out["registration"] = json.loads(str(data["registration"]))
+        except json.JSONDecodeError:
+            raise ValueError(f"bundle: {path} key 'registration' is not valid JSON") from None
+    return out

@@ -7,11 +7,15 @@ Sources:
   ``PATH.npz``                            the NPZ bundle (`load_bundle`)
   ``PATH.h5``                             a pyNSID BEPS loop grid (`structattn.loops.sample_from_beps`);
                                           its structure image comes from ``structure_from``
+  ``{"image": PATH, "loops": PATH, ...}``   a structure image and a spectroscopy grid placed on it by
+                                          physical coordinates (JSON; `structattn.data.coregister`)
+  ``{"samples": [SOURCE, ...], ...}``       several samples in one run (JSON; `structattn.data.multi`)
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,20 @@ def load_sample(source: str | Path, *, structure_from: str = "response@0V") -> S
     image: ``"response@0V"`` or a loop descriptor name (see docs/loops.md).
     """
     text = str(source)
+    if text.lstrip().startswith("{"):  # JSON: image + loops files, or several samples
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"source: not valid JSON ({exc}): {text[:80]!r}") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"source: expected a JSON object, got {text[:80]!r}")
+        if "samples" in spec:
+            from .multi import sample_from_multi_spec
+
+            return sample_from_multi_spec(spec, load=load_sample, structure_from=structure_from)
+        from .coregister import sample_from_spec
+
+        return sample_from_spec(spec)
     if text == "synthetic" or text.startswith("synthetic:"):
         return make_synthetic(**_parse_synthetic(text))
     if text.startswith("semisynthetic:"):
@@ -80,6 +98,28 @@ def load_sample(source: str | Path, *, structure_from: str = "response@0V") -> S
                 first = f"not a readable HDF5 file ({first})"
             raise ValueError(f"bundle {path.name}: {first}") from None
     raise ValueError(f"bundle: unsupported file type {path.suffix!r} for {path}; expected .npz or a BEPS .h5")
+
+
+def source_files(source: str | Path) -> list[Path]:
+    """The existing input files a source string names (a bundle, an image + grid pair, several
+    samples, a semi-synthetic texture): a run may never write over or beside-replace them."""
+    text = str(source)
+    found: list[str] = []
+    if text.lstrip().startswith("{"):
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError:
+            return []
+        for key in ("image", "loops", "voltage"):
+            if isinstance(spec.get(key), str):
+                found.append(spec[key])
+        for sub in spec.get("samples", []) if isinstance(spec, dict) else []:
+            found += [str(p) for p in source_files(sub)]
+    elif text.startswith("semisynthetic:"):
+        found += [item.partition("=")[2] for item in text.partition(":")[2].split(",") if item.startswith("image=")]
+    else:
+        found.append(text)
+    return [Path(f) for f in found if Path(f).exists()]
 
 
 def sample_checksum(sample: Sample) -> str:

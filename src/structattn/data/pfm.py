@@ -5,12 +5,21 @@ Made for the Asylum Cypher scans in ``../shared/data/pto_pfm_images/`` (DTMicros
 Channel_k`` (H, W) with ``x``/``y`` axes in metres and a ``quantity`` attribute such as
 ``HeightRetrace``, ``AmplitudeRetrace``, ``DeflectionRetrace``, ``PhaseRetrace``.
 
-SciFiReaders' ``NSIDReader`` is tried first (the field's reader, keeps sidpy metadata);
-plain h5py is the fallback when SciFiReaders is missing or fails on a file.
+SciFiReaders' NSID functions are tried first (the field's reader, keeps sidpy metadata);
+plain h5py is the fallback when SciFiReaders is missing or fails on a file. The file is
+always opened read-only: ``SciFiReaders.NSIDReader(path)`` opens it ``r+``, which changes
+its modification time (and could change its bytes), so we hand SciFiReaders' own NSID
+functions an h5py handle opened with ``"r"`` instead.
+
+Physical sizes follow the pycroscopy / SciFiReaders convention: an axis of n samples over
+a scan of size L holds ``linspace(0, L, n)``, so the scan size is the axis span and the
+pixel pitch is ``L / (n - 1)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +44,7 @@ class PFMImage:
         channels: (C,) names: ``height``, ``amplitude``, ``deflection``, ``phase`` (those found).
         units: per channel, the unit stored in the file (``m``, ``deg``, ...).
         pixel_size: metres per pixel (from the ``x`` axis), or None if not readable.
+        scan_size: (width, height) of the scan in metres (axis spans), or None.
         meta: provenance (``source`` file, ``reader``, original quantity names).
 
     Example:
@@ -48,6 +58,7 @@ class PFMImage:
     units: dict = field(default_factory=dict)
     pixel_size: float | None = None
     meta: dict = field(default_factory=dict)
+    scan_size: tuple[float, float] | None = None
 
 
 def _channel_name(quantity: str) -> str | None:
@@ -63,19 +74,43 @@ def _pixel_size(axis_values) -> float | None:
     return step if step > 0 else None
 
 
-def _read_scifireaders(path: Path) -> list[tuple[str, np.ndarray, str, float | None]]:
-    from SciFiReaders import NSIDReader  # optional at import time; heavy
+def _span(axis_values) -> float | None:
+    """Physical size of a scan axis: the span of its values (pycroscopy's linspace(0, L, n))."""
+    x = np.asarray(axis_values, dtype=float)
+    if x.size < 2 or not np.isfinite(x).all():
+        return None
+    span = float(abs(x[-1] - x[0]))
+    return span if span > 0 else None
 
-    datasets = NSIDReader(str(path)).read()
-    items = datasets.values() if isinstance(datasets, dict) else datasets
+
+# one channel as the readers return it: (quantity, (H, W) array, units, pixel size, (width, height) or None)
+_Raw = tuple[str, np.ndarray, str, "float | None", "tuple[float, float] | None"]
+
+
+def _scan_size(ds) -> tuple[float, float] | None:
+    """(width, height) in metres of a 2-D sidpy dataset: rows run along dim_0, columns along dim_1."""
+    try:
+        h, w = _span(ds.dim_0.values), _span(ds.dim_1.values)
+    except (AttributeError, IndexError):
+        return None
+    return (w, h) if w and h else None
+
+
+def _read_scifireaders(path: Path) -> list[_Raw]:
+    """SciFiReaders' NSID reading on a read-only h5py handle (NSIDReader itself opens ``r+``)."""
+    import h5py
+    from SciFiReaders.readers.SID.hdf_utils import get_all_main, read_h5py_dataset  # heavy; optional
+
     out = []
-    for ds in items:
-        arr = np.asarray(ds, dtype=np.float32)
-        out.append((str(ds.quantity), arr, str(ds.units), _pixel_size(ds.dim_0.values)))
+    with h5py.File(path, "r") as f:
+        for dset in get_all_main(f, verbose=False):
+            ds = read_h5py_dataset(dset)  # lazy (dask) over the open file: read it now
+            arr = np.asarray(ds, dtype=np.float32)
+            out.append((str(ds.quantity), arr, str(ds.units), _pixel_size(ds.dim_0.values), _scan_size(ds)))
     return out
 
 
-def _read_h5py(path: Path) -> list[tuple[str, np.ndarray, str, float | None]]:
+def _read_h5py(path: Path) -> list[_Raw]:
     import h5py
 
     out = []
@@ -89,7 +124,9 @@ def _read_h5py(path: Path) -> list[tuple[str, np.ndarray, str, float | None]]:
             quantity = quantity.decode() if isinstance(quantity, bytes) else str(quantity)
             units = units.decode() if isinstance(units, bytes) else str(units)
             px = _pixel_size(grp["x"][()]) if "x" in grp else None
-            out.append((quantity, dset[()].astype(np.float32), units, px))
+            w = _span(grp["x"][()]) if "x" in grp else None
+            h = _span(grp["y"][()]) if "y" in grp else None
+            out.append((quantity, dset[()].astype(np.float32), units, px, (w, h) if w and h else None))
     return out
 
 
@@ -126,12 +163,12 @@ def read_pfm(path, *, reader: str = "auto") -> PFMImage:
     if raw is None:
         raise ValueError(f"path: cannot read {path.name!r} as an NSID PFM image ({'; '.join(errors)})")
 
-    by_name: dict[str, tuple[np.ndarray, str, float | None, str]] = {}
-    for quantity, arr, units, px in raw:
+    by_name: dict[str, tuple[np.ndarray, str, float | None, str, tuple | None]] = {}
+    for quantity, arr, units, px, size in raw:
         cname = _channel_name(quantity)
         if cname is None or cname in by_name or arr.ndim != 2:
             continue  # unknown quantity, a duplicate (trace vs retrace) or not an image
-        by_name[cname] = (arr, units, px, quantity)
+        by_name[cname] = (arr, units, px, quantity, size)
     if not by_name:
         found = [q for q, *_ in raw]
         raise ValueError(f"path: {path.name!r} holds no 2-D PFM channel (quantities found: {found})")
@@ -151,7 +188,60 @@ def read_pfm(path, *, reader: str = "auto") -> PFMImage:
         units={c: by_name[c][1] for c in channels},
         pixel_size=px,
         meta={"source": str(path), "reader": used, "quantities": {c: by_name[c][3] for c in channels}},
+        scan_size=next((by_name[c][4] for c in channels if by_name[c][4]), None),
     )
+
+
+def _metadata_scan_size(meta) -> tuple[float, float] | None:
+    """(width, height) in metres from an instrument's own metadata, when it states them.
+
+    Gwyddion: ``xreal``/``yreal``; Asylum Igor: ``FastScanSize``/``SlowScanSize`` (``ScanSize``).
+    """
+    if not isinstance(meta, dict):
+        return None
+    for kw, kh in (("xreal", "yreal"), ("FastScanSize", "SlowScanSize"), ("ScanSize", "ScanSize")):
+        try:
+            w, h = float(meta[kw]), float(meta[kh])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if np.isfinite(w) and np.isfinite(h) and w > 0 and h > 0:
+            return (w, h)
+    return None
+
+
+def read_instrument_channels(path) -> list[_Raw]:
+    """Every channel of a Gwyddion ``.gwy`` or Asylum Igor ``.ibw`` file via SciFiReaders.
+
+    Returns one (quantity, array, units, pixel size, (width, height) in metres) per dataset, in
+    file order; the scan size comes from the instrument's metadata when stated, else from the
+    axis spans. Files are only read (``open(..., "rb")`` inside gwyfile and igor2). ``.ibw``
+    needs the ``igor2`` package.
+
+    Raises:
+        ValueError: not a .gwy/.ibw file, or the reader fails (message names the file).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gwy", ".ibw"):
+        raise ValueError(f"image: expected a .gwy or .ibw file, got {path.name!r}")
+    try:
+        import SciFiReaders as sr
+
+        reader = sr.GwyddionReader if suffix == ".gwy" else sr.IgorIBWReader
+        # the readers print (e.g. a damaged .gwy's raw bytes) to stdout: keep the user's terminal clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            datasets = reader(str(path)).read()
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
+        first = (str(exc).splitlines() or ["no message"])[0] or "no message"
+        raise ValueError(f"image: cannot read {path.name!r} ({type(exc).__name__}: {first})") from None
+    items = datasets.values() if isinstance(datasets, dict) else datasets
+    out = []
+    for ds in items:
+        arr = np.asarray(ds, dtype=np.float32)
+        size = _metadata_scan_size(getattr(ds, "original_metadata", None)) or _scan_size(ds)
+        px = _pixel_size(ds.dim_0.values) if arr.ndim >= 1 else None
+        out.append((str(ds.quantity), arr, str(ds.units), px, size))
+    return out
 
 
 def read_instrument(path) -> tuple[np.ndarray, tuple[str, ...], float | None]:
@@ -162,25 +252,12 @@ def read_instrument(path) -> tuple[np.ndarray, tuple[str, ...], float | None]:
     Files are only read. ``.ibw`` needs the ``igor2`` package.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".gwy", ".ibw"):
-        raise ValueError(f"image: expected a .gwy or .ibw file, got {path.name!r}")
-    try:
-        import SciFiReaders as sr
-
-        reader = sr.GwyddionReader if suffix == ".gwy" else sr.IgorIBWReader
-        datasets = reader(str(path)).read()
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one clear message
-        first = (str(exc).splitlines() or ["no message"])[0]
-        raise ValueError(f"image: cannot read {path.name!r} ({type(exc).__name__}: {first})") from None
-    items = datasets.values() if isinstance(datasets, dict) else datasets
     by_name: dict[str, tuple[np.ndarray, float | None]] = {}
-    for ds in items:
-        cname = _channel_name(str(ds.quantity))
-        arr = np.asarray(ds, dtype=np.float32)
+    for quantity, arr, _units, px, _size in read_instrument_channels(path):
+        cname = _channel_name(quantity)
         if cname is None or cname == "deflection" or cname in by_name or arr.ndim != 2:
             continue
-        by_name[cname] = (arr, _pixel_size(ds.dim_0.values))
+        by_name[cname] = (arr, px)
     if not by_name:
         raise ValueError(f"image: {path.name!r} holds no 2-D amplitude, phase or height channel")
     channels = tuple(c for c in CHANNEL_ORDER if c in by_name)

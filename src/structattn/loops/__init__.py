@@ -9,7 +9,7 @@ Main entry point::
 """
 
 from .beps import STRUCTURE_SOURCES, BepsGrid, read_beps_nsid, structure_from_loops
-from .descriptors import DESCRIPTORS, LoopAnalysis, LoopAnalysisConfig, compute_descriptors
+from .descriptors import DESCRIPTORS, STANDARD_DESCRIPTORS, LoopAnalysis, LoopAnalysisConfig, compute_descriptors
 from .fit import DESCRIPTOR_ORDER, LoopFitter
 from .model import PARAM_NAMES, loop_model_np, loop_model_torch, switching_descriptors_from_params
 from .preprocess import PreprocessConfig, preprocess_loops
@@ -17,6 +17,7 @@ from .waveform import Branches, split_branches
 
 __all__ = [
     "DESCRIPTORS",
+    "STANDARD_DESCRIPTORS",
     "STRUCTURE_SOURCES",
     "BepsGrid",
     "read_beps_nsid",

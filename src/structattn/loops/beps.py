@@ -19,6 +19,20 @@ __all__ = ["BepsGrid", "read_beps_nsid", "structure_from_loops", "STRUCTURE_SOUR
 # Built-in structure sources; any descriptor name of structattn.loops.DESCRIPTORS works too.
 STRUCTURE_SOURCES = ("response@0V",)
 
+# Length units found on position axes -> metres.
+LENGTH_UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "micron": 1e-6, "microns": 1e-6,
+                "nm": 1e-9, "pm": 1e-12}
+
+
+def axis_span_metres(values, unit) -> float | None:
+    """Span (last - first) of a position axis in metres, or None if the unit is not a length."""
+    factor = LENGTH_UNITS.get(str(unit).strip())
+    x = None if values is None else np.asarray(values, dtype=float).reshape(-1)
+    if factor is None or x is None or x.size < 2 or not np.isfinite(x).all():
+        return None
+    span = float(abs(x.max() - x.min())) * factor
+    return span if span > 0 else None
+
 
 @dataclass
 class BepsGrid:
@@ -32,6 +46,8 @@ class BepsGrid:
         positions: (N, 2) float (row, col) of each point, in grid pixels.
         pixel_size: metres per grid step (from the X axis), or None.
         meta: provenance (file, dataset, quantity, units).
+        extent: (width, height) in metres from the first to the last point along X and Y
+            (the axis spans), or None when the axes carry no length unit.
     """
 
     loops: np.ndarray
@@ -40,6 +56,7 @@ class BepsGrid:
     positions: np.ndarray
     pixel_size: float | None = None
     meta: dict = field(default_factory=dict)
+    extent: tuple[float, float] | None = None
 
 
 def _find_main(f) -> str:
@@ -88,14 +105,16 @@ def read_beps_nsid(path, *, dataset: str | None = None) -> BepsGrid:
         ds = f[name]
         if len(ds.shape) != 3:
             raise ValueError(f"dataset: expected a 3-D (X, Y, Voltage) array, got shape {ds.shape}")
-        if ds.dtype.kind not in "fiu":
-            raise ValueError(f"dataset {name!r}: expected numbers, got dtype {ds.dtype}")
+        if ds.dtype.kind not in "iuf":
+            raise ValueError(f"dataset: {name!r} has dtype {ds.dtype}, expected real numbers")
         data = ds[()].astype(float)
-        kinds, scales = [], []
+        kinds, scales, units = [], [], []
         for dim in ds.dims:
             sc = list(dim.values())
             kinds.append(str(sc[0].attrs.get("dimension_type", "")).upper() if sc else "")
             scales.append(sc[0][()] if sc else None)
+            u = sc[0].attrs.get("units", "") if sc else ""
+            units.append(u.decode() if isinstance(u, bytes) else str(u))
         labels = [str(x) for x in ds.attrs.get("DIMENSION_LABELS", ["", "", ""])]
         meta = {
             "source": str(p),
@@ -119,7 +138,9 @@ def read_beps_nsid(path, *, dataset: str | None = None) -> BepsGrid:
     xs = scales[ax_x]
     pixel = float(abs(xs[1] - xs[0])) if xs is not None and len(xs) > 1 else None
     meta["dimension_labels"] = labels
+    w, h = axis_span_metres(scales[ax_x], units[ax_x]), axis_span_metres(scales[ax_y], units[ax_y])
     return BepsGrid(
+        extent=(w, h) if w and h else None,
         loops=grid.reshape(rows * cols, nv),
         voltage=np.asarray(scales[spec_axis], dtype=float),
         shape=(rows, cols),

@@ -17,7 +17,7 @@ from .model import switching_descriptors_from_params
 from .preprocess import PreprocessConfig, check_loops_voltage, preprocess_loops
 from .waveform import split_branches
 
-__all__ = ["DESCRIPTORS", "LoopAnalysis", "LoopAnalysisConfig", "compute_descriptors"]
+__all__ = ["DESCRIPTORS", "STANDARD_DESCRIPTORS", "LoopAnalysis", "LoopAnalysisConfig", "compute_descriptors"]
 
 # name -> (unit, meaning). Names follow BGlib's switching parameters; "a.u." is the
 # unit of the loops themselves (piezoresponse, arbitrary units in BEPS files).
@@ -32,6 +32,11 @@ DESCRIPTORS: dict[str, tuple[str, str]] = {
     "nucleation_bias_+": ("V", "bias where the rising branch has switched 3 % of the way (onset of + switching)"),
     "nucleation_bias_-": ("V", "bias where the falling branch has switched 3 % of the way (onset of - switching)"),
 }
+
+
+# What a run learns when the data have loops and no targets are named: the switching
+# parameters a BEPS paper reports first (coercive biases, imprint, loop height).
+STANDARD_DESCRIPTORS: tuple[str, ...] = ("V+", "V-", "imprint", "switchable_polarization")
 
 
 @dataclass

@@ -133,6 +133,7 @@ class _PartialRun(RunFolder):
 def render_report(run_dir: str | Path, *, sample=None) -> str:
     """The report HTML for a run folder (or a staging folder during a run)."""
     from . import sections  # noqa: F401  (registers the core sections)
+    from . import registration  # noqa: F401  (issue 14: points on the image, co-registration)
     from . import explain_section  # noqa: F401  (issue 4: explanation methods compared)
     from . import loop_section  # noqa: F401  (loops: descriptor maps, fit quality, example fits)
     from . import domain_section  # noqa: F401  (registers "Domain patterns"; skips runs without it)
