@@ -88,6 +88,16 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "and 90° turns). Only when the property cannot depend on where or in which orientation a "
                         "structure sits in the patch")
     p.add_argument("--no-augment", action="store_true", help="same as --augment none (kept for old scripts)")
+    p.add_argument("--ensemble", type=int, default=d.ensemble,
+                   help=f"deep-ensemble size, the primary model included: each more member costs one more ViT "
+                        f"training and gives every prediction a calibrated uncertainty (default {d.ensemble}; 1 = off; "
+                        "see docs/uncertainty.md)")
+    p.add_argument("--ensemble-jobs", type=int, default=d.ensemble_jobs,
+                   help=f"ensemble members trained at once in worker processes, cores shared between them "
+                        f"(default {d.ensemble_jobs}: one after another)")
+    p.add_argument("--calibration", default=d.calibration, choices=("scale+floor", "scale"),
+                   help="ensemble spread -> predictive std on the validation blocks: a scale and a noise floor "
+                        f"(Gaussian maximum likelihood) or a scale alone (default {d.calibration})")
     p.add_argument("--no-cnn-baseline", action="store_true",
                    help="skip the small CNN baseline (saves about the ViT's training time; mean, ridge and "
                         "position baselines always run)")
@@ -171,7 +181,8 @@ def _config_from_args(args, source: str):
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=args.device, progress=not args.quiet, domains=not args.no_domains,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
-        split=getattr(args, "split", "blocks"),
+        split=getattr(args, "split", "blocks"), ensemble=args.ensemble, ensemble_jobs=args.ensemble_jobs,
+        calibration=args.calibration,
     )
 
 
@@ -332,6 +343,76 @@ def cmd_domains(args) -> int:
     return 0
 
 
+# --- issue 15: dense maps with uncertainty, and where to measure next ----------------------
+def _add_predict(p):
+    p.add_argument("run", metavar="RUN", help="a finished run folder (from structattn run/demo)")
+    p.add_argument("--step", type=int, required=True, help="grid pitch in pixels (1 = every pixel)")
+    p.add_argument("--out", required=True, help="the .h5 file to write (a .png of the maps goes beside it)")
+    p.add_argument("--image", default=None,
+                   help="another structure image of the same kind (same channel names: .gwy, .ibw, NSID .h5, "
+                        ".npz, .npy), standardised with its own statistics (default: the run's image)")
+    p.add_argument("--batch", type=int, default=256,
+                   help="positions predicted at a time; bounds memory (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
+
+
+def cmd_predict(args) -> int:
+    from .maps import predict_dense
+
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def step(done: int, total: int) -> None:
+        if time.perf_counter() - last[0] > 5 or done == total:
+            last[0] = time.perf_counter()
+            console.print(Text(f"  {done}/{total} positions", style="dim"), soft_wrap=True)
+
+    res = predict_dense(args.run, step=args.step, out=args.out, image=args.image, batch=args.batch,
+                        overwrite=args.overwrite, figure=not args.no_figure, on_batch=step)
+    console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s: {res.n_positions} "
+                                f"positions ({res.shape[0]} x {res.shape[1]}), {res.members} model(s), peak memory "
+                                f"{res.peak_rss_mb:.0f} MiB → {res.path}"
+                                + (f", {res.figure}" if res.figure else "")), soft_wrap=True)
+    return 0
+
+
+def _add_suggest(p):
+    from .acquire import GOAL_HELP
+
+    p.add_argument("run", metavar="RUN", help="a finished run folder trained with --ensemble 2 or more")
+    p.add_argument("--n", type=int, required=True, help="how many positions to suggest")
+    p.add_argument("--out", required=True, help="the .csv to write (a .png overlay goes beside it)")
+    p.add_argument("--goal", default=None,
+                   help=f"rank by expected improvement toward a goal: {GOAL_HELP} (default: rank by uncertainty)")
+    p.add_argument("--target", default=None, help="without --goal: rank by this target's uncertainty alone "
+                                                  "(default: all targets)")
+    p.add_argument("--step", type=int, default=None,
+                   help="candidate grid pitch in pixels (default: half the measured points' spacing)")
+    p.add_argument("--exclude", type=float, default=None,
+                   help="drop candidates closer than this many pixels to a measured point (default: a third of the "
+                        "spacing, at least 1)")
+    p.add_argument("--min-distance", type=float, default=None,
+                   help="suggested positions at least this many pixels apart (default: twice the spacing)")
+    p.add_argument("--batch", type=int, default=256, help="positions predicted at a time (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
+
+
+def cmd_suggest(args) -> int:
+    from .suggest import suggest
+
+    res = suggest(args.run, n=args.n, out=args.out, goal=args.goal, target=args.target, step=args.step,
+                  exclude=args.exclude, min_distance=args.min_distance, batch=args.batch, overwrite=args.overwrite,
+                  figure=not args.no_figure)
+    console.print(Text(f"ranked {res.n_candidates} unmeasured positions by {res.acquisition}"), soft_wrap=True)
+    for k, ((r, c), s) in enumerate(zip(res.positions[:5], res.scores[:5]), start=1):
+        console.print(Text(f"  {k}. row {r:.0f}, col {c:.0f}: score {s:.3g}"), soft_wrap=True)
+    console.print(Text.assemble(("done", "bold green"), f" in {res.seconds:.0f} s → {res.path}"
+                                + (f", {res.figure}" if res.figure else "")), soft_wrap=True)
+    return 0
+
+
 SUBCOMMANDS = {
     "run": ("train on a data bundle, explain, and write a run folder", lambda p: _add_run_options(p, demo=False), cmd_run),
     "demo": ("run the whole pipeline on the bundled synthetic default data", _add_demo, cmd_demo),
@@ -340,6 +421,10 @@ SUBCOMMANDS = {
     "explain": ("explain a run with several methods and score them (faithfulness, ground truth, "
                 "agreement, randomisation, cost)", _add_explain, cmd_explain),
     "domains": ("attribution by domain class (c+, c-, a, walls) for a run folder", _add_domains, cmd_domains),
+    "predict": ("predict every target and its uncertainty on a dense grid of the structure image -> maps.h5",
+                _add_predict, cmd_predict),
+    "suggest": ("rank unmeasured positions by an acquisition function: where to measure next -> next.csv",
+                _add_suggest, cmd_suggest),
 }
 
 
