@@ -105,17 +105,22 @@ def test_run_records_calibrated_coverage_and_ensemble(small_run):
 
 def test_ensemble_is_less_certain_off_the_training_texture(small_run):
     """Members agree on the structure they were trained on and disagree on a foreign one."""
+    from structattn.data import extract_patches
+    from structattn.maps import predict_members
+
     run = RunFolder(small_run.out)
     s = run.sample
-    members, cal = run.members, run.calibration
     test = np.flatnonzero(run.predictions["split"] == 2)
-    _, std_in = predict_points(members, cal, s.image, s.positions[test], window=24, pad_mode="reflect")
-    rng = np.random.default_rng(3)  # white noise at the image's scale: no domain, no wall
-    noise = s.image.mean((1, 2), keepdims=True) + 3 * s.image.std((1, 2), keepdims=True) * rng.standard_normal(s.image.shape)
-    _, std_out = predict_points(members, cal, noise.astype(np.float32), s.positions[test], window=24,
-                                pad_mode="reflect")
-    ratio = np.median(std_out, 0) / np.median(std_in, 0)
-    assert (ratio > 1.2).all(), ratio
+    rng = np.random.default_rng(3)  # white noise with the image's mean and std: no domain, no wall
+    noise = s.image.mean((1, 2), keepdims=True) + s.image.std((1, 2), keepdims=True) * rng.standard_normal(s.image.shape)
+    spread = {}
+    for name, image in (("in", s.image), ("out", noise.astype(np.float32))):
+        patches = extract_patches(image, s.positions[test], window=24)
+        spread[name] = predict_members(run.members, patches).std(0, ddof=1)  # (n, K): the raw member spread
+    ratio = np.median(spread["out"], 0) / np.median(spread["in"], 0)
+    # measured 1.30 / 1.30 / 1.79 / 1.39: a modest rise (3 small members); a real PFM texture
+    # raises it for only two of the four targets (docs/uncertainty.md), so no OOD detector
+    assert (ratio > 1.15).all() and ratio.mean() > 1.3, ratio
 
 
 def test_dense_predict_matches_the_points_and_streams(small_run, tmp_path):

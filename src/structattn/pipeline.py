@@ -64,7 +64,7 @@ class RunConfig:
     buffer: int | None = None  # px around val/test blocks without training points; None = window // 4
     ensemble: int = 3  # deep-ensemble size, the primary model included: uncertainty per prediction (1 = off)
     ensemble_jobs: int = 1  # ensemble members trained at once in worker processes (1 = one after another)
-    calibration: str = "scale+floor"  # ensemble spread -> predictive std, fitted on the validation blocks
+    calibration: str = "scale"  # ensemble spread -> predictive std, fitted on the validation blocks (docs/uncertainty.md)
     cnn_baseline: bool = True  # also train the small CNN baseline (doubles training time; mean/ridge/position always run)
     methods: tuple[str, ...] = ("attention", "rollout", "gradattn")  # fast methods by default; shap/ig/occlusion via --methods or `structattn explain`
     points: str = "test"  # which points to explain: "test", "all" or a number of test points
