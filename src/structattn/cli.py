@@ -106,9 +106,41 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help=f"explanation methods, comma-separated (default {','.join(d.methods)})")
     p.add_argument("--points", default=d.points, help="points to explain: test, all or N test points (default test)")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"), help="where to train (default cpu)")
+    _add_parallel_options(p)
+    p.add_argument("--explain-batch", type=int, default=d.explain_batch,
+                   help=f"points explained at a time when streaming maps (default {d.explain_batch})")
+    p.add_argument("--score-points", type=int, default=d.score_points,
+                   help=f"explained points also scored; maps of all are written (default {d.score_points})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-domains", action="store_true",
                    help="skip attribution by domain class (default: on when a segmentation is available)")
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    """--accelerator/--devices/--num-nodes/--strategy/--precision, passed to Lightning (docs/scale.md)."""
+    g = p.add_argument_group("several processes, GPUs or nodes (Lightning DDP; see docs/scale.md)")
+    g.add_argument("--accelerator", default=None, choices=("cpu", "gpu", "auto"),
+                   help="cpu, gpu or auto (same as --device cpu/cuda/auto; default: --device)")
+    g.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node (default 1)")
+    g.add_argument("--num-nodes", type=int, default=1,
+                   help="machines, each running --devices processes started by torchrun or srun (default 1)")
+    g.add_argument("--strategy", default="auto", choices=("auto", "ddp", "ddp_spawn"),
+                   help="auto: ddp_spawn from one plain process, ddp under torchrun/srun (default auto)")
+    g.add_argument("--precision", default="32", choices=("32", "bf16-mixed"),
+                   help="32 or bf16-mixed (autocast, for GPUs; default 32)")
+
+
+def _device_from(args) -> str:
+    acc = getattr(args, "accelerator", None)
+    return {"gpu": "cuda", "cpu": "cpu", "auto": "auto"}[acc] if acc else getattr(args, "device", "cpu")
+
+
+def _parallel_from(args):
+    from .scale.parallel import check_parallel
+
+    return check_parallel(accelerator={"cuda": "gpu"}.get(_device_from(args), _device_from(args)),
+                          devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+                          precision=args.precision)
 
 
 def _add_file_options(p: argparse.ArgumentParser, *, title: str = "from instrument files (instead of a bundle; "
@@ -180,7 +212,9 @@ def _config_from_args(args, source: str):
         depth=args.depth, heads=args.heads, stem=args.stem, weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
-        device=args.device, progress=not args.quiet, domains=not args.no_domains,
+        device=_device_from(args), progress=not args.quiet, domains=not args.no_domains,
+        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+        explain_batch=args.explain_batch, score_points=args.score_points,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
         split=getattr(args, "split", "blocks"), ensemble=args.ensemble, ensemble_jobs=args.ensemble_jobs,
         calibration=args.calibration,
@@ -269,12 +303,14 @@ def _add_demo(p):
 
 
 # --- issue 4: explanations compared and scored -----------------------------------------
-def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool) -> dict:
-    from .explain_run import auroc_lines, explain_run
+def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool, parallel=None, batch: int = 64,
+                       score_points: int | None = None) -> dict:
+    from .explain_run import SCORE_POINTS, auroc_lines, explain_run
     from .report.html import write_report
 
     step = None if quiet else (lambda s: console.print(Text(f"  explaining and scoring {s}", style="dim"), soft_wrap=True))
-    section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step)
+    section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step, parallel=parallel,
+                          batch=batch, score_points=score_points or SCORE_POINTS)
     write_report(run_dir)
     for line in auroc_lines(section):
         console.print(Text.assemble(("• ", "dim"), line), soft_wrap=True)
@@ -283,7 +319,8 @@ def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool)
 
 def cmd_explain(args) -> int:
     t0 = time.perf_counter()
-    _explain_and_score(args.run, methods=args.methods, points=args.points, seed=args.seed, quiet=args.quiet)
+    _explain_and_score(args.run, methods=args.methods, points=args.points, seed=args.seed, quiet=args.quiet,
+                       parallel=_parallel_from(args), batch=args.batch, score_points=args.score_points)
     console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s → {args.run}/metrics.json, "
                                 "explanations.h5, report.html"), soft_wrap=True)
     return 0
@@ -296,6 +333,10 @@ def _add_explain(p):
     p.add_argument("--points", default="test", help="points to explain: test, all or N test points (default test)")
     p.add_argument("--seed", type=int, default=0, help="seed for the point choice, SHAP and the randomisation check")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--batch", type=int, default=64, help="points explained at a time when streaming (default 64)")
+    p.add_argument("--score-points", type=int, default=256,
+                   help="explained points also scored; maps of all are written (default 256)")
+    _add_parallel_options(p)
 # ----------------------------------------------------------------------------------------
 
 

@@ -74,6 +74,12 @@ class RunConfig:
     latent_size: int = 3  # --targets latent: number of latents
     beta: float = 1.0  # --targets latent: KL weight of the VAE
     device: str = "cpu"  # "cpu", "cuda" or "auto"
+    devices: int = 1  # processes (CPU) or GPUs per node for training, explaining (Lightning DDP; docs/scale.md)
+    num_nodes: int = 1  # machines, each running `devices` processes started by torchrun / srun
+    strategy: str = "auto"  # "auto" (ddp_spawn from one plain process, ddp under a launcher), "ddp", "ddp_spawn"
+    precision: str = "32"  # "32" or "bf16-mixed" (autocast; GPUs; attention checked against fp32 in docs/scale.md)
+    explain_batch: int = 64  # points explained at a time when streaming (bounds memory)
+    score_points: int = 256  # explained points that are also scored (all maps are written)
     progress: bool = True  # progress bars
     domains: bool = True  # attribution by domain class (issue 6) when labels or amplitude+phase exist
 
@@ -117,6 +123,20 @@ class RunConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device: cuda asked for, but torch {torch.__version__} sees no CUDA GPU on this "
                              "machine; use --device cpu (or auto)")
+
+        self.parallel()  # --devices, --num-nodes, --strategy, --precision: one-line errors now, not after loading
+        for name, flag in (("explain_batch", "--explain-batch"), ("score_points", "--score-points")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{flag}: expected a whole number >= 1, got {v!r}")
+
+    def parallel(self):
+        """The validated `structattn.scale.Parallel` of this run."""
+        from .scale.parallel import check_parallel
+
+        return check_parallel(accelerator={"cpu": "cpu", "cuda": "gpu", "auto": "auto"}[self.device],
+                              devices=self.devices, num_nodes=self.num_nodes, strategy=self.strategy,
+                              precision=self.precision)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -364,8 +384,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
-                            seed=cfg.seed, device=cfg.device,
-                            progress=cfg.progress)
+                            seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
+                            num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
                            channel_std=d.channel_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
@@ -536,13 +556,15 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
     return metrics
 
 
-def explain_stage(stage: Path, cfg: RunConfig, d: Prepared, index: np.ndarray, say, progress) -> None:
+def explain_stage(stage: Path, cfg: RunConfig, d: Prepared, index: np.ndarray, say, progress,
+                  shard_dir: Path | None = None) -> None:
     """The same code as `structattn explain RUN` (maps + scores, in place)."""
     from .explain_run import auroc_lines, explain_run
 
     say(f"explaining {len(index)} points with {', '.join(cfg.methods)} and scoring them")
     section = explain_run(stage, methods=cfg.methods, points=cfg.points, seed=cfg.seed, on_step=progress,
-                          sample=d.sample)
+                          sample=d.sample, parallel=cfg.parallel(), batch=cfg.explain_batch,
+                          score_points=cfg.score_points, shard_dir=shard_dir)
     for line in auroc_lines(section):
         say(line)
 
@@ -602,6 +624,7 @@ def run_pipeline(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    _shard_dir: Path | None = None,
 ) -> RunResult:
     """Run every stage and write the run folder `out` (atomically).
 
@@ -620,6 +643,23 @@ def run_pipeline(
     t_start = time.perf_counter()
     out = Path(out)
     inputs = source_files(cfg.source)
+    from .scale.parallel import global_rank, launched_externally
+
+    # ranks started by a launcher: explanation shards go beside the real destination (a file
+    # system every rank sees); otherwise inside the staging folder
+    shard_dir = out.resolve().parent / f".{out.name}.explain-shards" if launched_externally() else None
+    rank = global_rank(cfg.devices)
+    if rank != 0 and _shard_dir is None:  # a launcher (torchrun, srun) started every rank: only rank 0 writes `out`
+        import shutil
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix=f".structattn-rank{rank}-"))
+        try:
+            return run_pipeline(cfg, scratch / "run", sample=sample, log=None, progress=None,
+                                _shard_dir=shard_dir or out.resolve().parent / f".{out.name}.explain-shards")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    shard_dir = _shard_dir or shard_dir
     with staged_run_folder(out, overwrite=overwrite, inputs=inputs, fingerprint=run_fingerprint(cfg),
                            resume=resume, say=say) as stage:
         sample, checksum = load_stage(cfg, sample, say)
@@ -634,7 +674,7 @@ def run_pipeline(
         per_sample_stage(data, fitted, say)
         index = choose_points(data.test, sample.n_points, cfg.points, seed=cfg.seed)
         write_stage(stage, cfg, data, fitted, index)
-        explain_stage(stage, cfg, data, index, say, progress)
+        explain_stage(stage, cfg, data, index, say, progress, shard_dir=shard_dir)
         if cfg.domains:
             domains_stage(stage, cfg, data, index, say)
         report_stage(stage, data, say)
