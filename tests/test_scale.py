@@ -205,14 +205,16 @@ def test_parallel_options_are_validated_with_one_line_errors(monkeypatch):
     assert kw["num_nodes"] == 2 and kw["strategy"]._start_method == "popen"
 
 
-def test_cli_rejects_bad_parallel_options(capsys):
+def test_cli_rejects_bad_parallel_options(tmp_path, capfd):
     from structattn.cli import main
 
-    assert main(["run", "synthetic", "--out", "never-written", "--devices", "999"]) == 2
-    err = capsys.readouterr().out
-    assert "--devices: 999 CPU processes" in err and "Traceback" not in err
-    assert main(["run", "synthetic", "--out", "never-written", "--num-nodes", "3"]) == 2
-    assert "--num-nodes" in capsys.readouterr().out
+    out = tmp_path / "never-written"
+    assert main(["run", "synthetic", "--out", str(out), "--devices", "999"]) == 2
+    got = "".join(capfd.readouterr())
+    assert "--devices: 999 CPU processes" in got and "Traceback" not in got
+    assert main(["run", "synthetic", "--out", str(out), "--num-nodes", "3"]) == 2
+    assert "--num-nodes" in "".join(capfd.readouterr())
+    assert not out.exists()
 
 
 def test_explain_run_streams_all_maps_and_scores_a_subset(small_run, tmp_path):

@@ -159,7 +159,7 @@ class ShardWriter:
         self.f.close()
 
 
-def merge_shards(shards, writer: ExplanationsWriter, *, rows: int = 1024) -> None:
+def merge_shards(shards, writer: ExplanationsWriter, *, rows: int = 256) -> None:
     """Copy every shard's maps into `writer`, `rows` maps at a time; checks full coverage."""
     covered = np.zeros(writer.m, bool)
     for p in sorted(shards):
@@ -167,9 +167,10 @@ def merge_shards(shards, writer: ExplanationsWriter, *, rows: int = 1024) -> Non
             start, n, done = int(f.attrs["start"]), int(f.attrs["n"]), int(f.attrs["done"])
             if done != n:
                 raise RuntimeError(f"shard {Path(p).name}: {done} of its {n} points were written")
-            for a in range(0, n, rows):
-                b = min(n, a + rows)
-                writer.write(start + a, {m: {t: f[m][t][a:b] for t in writer.targets} for m in writer.methods})
+            for m in writer.methods:  # one dataset's `rows` maps in memory at a time
+                for t in writer.targets:
+                    for a in range(0, n, rows):
+                        writer.write(start + a, {m: {t: f[m][t][a:min(n, a + rows)]}})
             covered[start:start + n] = True
     if not covered.all():
         raise RuntimeError(f"shards: {int((~covered).sum())} of {writer.m} points were explained by no process")
