@@ -76,9 +76,9 @@ def calibration_table(run_dir: Path) -> dict:
     members = run.members
     preds = np.stack([mm.predict(patches) for mm in members])
     mean, spread = ensemble_stats(preds)
-    for method in ("scale+floor", "scale"):
+    for method in ("conformal", "scale+floor", "scale"):
         cal = fit_calibration(y[:nv], mean[:nv], spread[:nv], method=method)
-        out[f"ensemble_{method}"] = uncertainty_scores(y[nv:], mean[nv:], cal.apply(spread[nv:]), names)
+        out[f"ensemble_{method}"] = uncertainty_scores(y[nv:], mean[nv:], spread[nv:], cal, names)
     t0 = time.perf_counter()
     mc = mc_dropout(run.model, patches)
     out["mc_dropout_seconds"] = time.perf_counter() - t0
@@ -86,9 +86,9 @@ def calibration_table(run_dir: Path) -> dict:
     run.model.predict(patches)
     out["one_pass_seconds"] = time.perf_counter() - t0
     mean, spread = ensemble_stats(mc)
-    for method in ("scale+floor", "scale"):
+    for method in ("conformal", "scale+floor", "scale"):
         cal = fit_calibration(y[:nv], mean[:nv], spread[:nv], method=method)
-        out[f"mc_dropout_{method}"] = uncertainty_scores(y[nv:], mean[nv:], cal.apply(spread[nv:]), names)
+        out[f"mc_dropout_{method}"] = uncertainty_scores(y[nv:], mean[nv:], spread[nv:], cal, names)
     return out
 
 

@@ -13,7 +13,8 @@ from structattn.acquire import Goal, expected_improvement, far_from, parse_goal,
 from structattn.cli import main
 from structattn.maps import predict_dense, predict_points
 from structattn.runfolder import RunFolder
-from structattn.train.uncertainty import coverage, fit_calibration, reliability
+from structattn.train.uncertainty import (Calibration, conformal_quantiles, coverage, fit_calibration,
+                                          interval_coverage, reliability)
 
 TARGETS = ("V+", "V-", "imprint", "height")
 
@@ -42,12 +43,44 @@ def test_calibration_gives_nominal_coverage_on_gaussian_data():
     np.testing.assert_allclose(coverage(y_test, m_test, std, 0.95), 0.95, atol=0.012)
     np.testing.assert_allclose(cal.scale, 1 / 0.3, rtol=0.1)  # recovers the factor ...
     assert cal.floor[0] < 0.15 and abs(cal.floor[1] - 0.5) < 0.1  # ... and the floor the spread misses
-    rel = reliability(y_test, m_test, std, levels=(0.2, 0.5, 0.8))
+    rel = reliability(y_test, m_test, s_test, cal, levels=(0.2, 0.5, 0.8))
     np.testing.assert_allclose(rel, np.array([[0.2], [0.5], [0.8]]).repeat(2, 1), atol=0.03)
     # a scale alone (sigma scaling) is exact where there is no floor
     cal_s = fit_calibration(y_val[:, :1], m_val[:, :1], s_val[:, :1], method="scale")
     np.testing.assert_allclose(coverage(y_test[:, :1], m_test[:, :1], cal_s.apply(s_test[:, :1]), 0.95), 0.95,
                                atol=0.012)
+
+
+def test_conformal_calibration_is_nominal_where_gaussian_scaling_is_not():
+    """Heavy-tailed errors (Student t, 2 dof) plus a few points the members agree on wrongly.
+
+    The conformal intervals hold the nominal share at every level; sigma scaling (the RMS of
+    the z-scores) is pulled wide by the outliers and over-covers the 68 % interval.
+    """
+    rng = np.random.default_rng(5)
+
+    def draw(n):
+        spread = rng.uniform(0.2, 1.0, (n, 1))
+        err = 3 * spread * rng.standard_t(2, (n, 1))
+        bad = rng.random(n) < 0.01  # members agree (tiny spread) and are far off
+        spread[bad] = 0.01
+        err[bad] = 5.0
+        return err, np.zeros((n, 1)), spread
+
+    y_val, m_val, s_val = draw(2000)
+    y_test, m_test, s_test = draw(20000)
+    conf = fit_calibration(y_val, m_val, s_val)  # the default
+    assert conf.method == "conformal"
+    for level in (0.2, 0.5, 0.68, 0.8, 0.95):
+        np.testing.assert_allclose(interval_coverage(y_test, m_test, s_test, conf, level), level, atol=0.03)
+    sigma = fit_calibration(y_val, m_val, s_val, method="scale")
+    assert interval_coverage(y_test, m_test, s_test, sigma, 0.68)[0] > 0.9  # the failure conformal fixes
+    # the stored "std" is the 68.27 % half-width, and a round trip through metrics.json keeps it
+    back = Calibration.from_dict(conf.to_dict(["t"]), ["t"])
+    np.testing.assert_allclose(back.half_width(s_test[:5], 0.95), conf.half_width(s_test[:5], 0.95))
+    np.testing.assert_allclose(conf.apply(s_test[:5]), conf.half_width(s_test[:5], 0.6827), rtol=1e-3)
+    # finite-sample rank: with 9 scores the 90 % quantile is the largest (ceil(10 * 0.9) = 9)
+    assert conformal_quantiles(np.arange(1.0, 10.0), levels=(0.5, 0.9))[1] == 9.0
 
 
 # ----------------------------------------------------------------------------- acquisition

@@ -64,7 +64,7 @@ class RunConfig:
     buffer: int | None = None  # px around val/test blocks without training points; None = window // 4
     ensemble: int = 3  # deep-ensemble size, the primary model included: uncertainty per prediction (1 = off)
     ensemble_jobs: int = 1  # ensemble members trained at once in worker processes (1 = one after another)
-    calibration: str = "scale"  # ensemble spread -> predictive std, fitted on the validation blocks (docs/uncertainty.md)
+    calibration: str = "conformal"  # ensemble spread -> predictive std, fitted on the validation blocks (docs/uncertainty.md)
     cnn_baseline: bool = True  # also train the small CNN baseline (doubles training time; mean/ridge/position always run)
     methods: tuple[str, ...] = ("attention", "rollout", "gradattn")  # fast methods by default; shap/ig/occlusion via --methods or `structattn explain`
     points: str = "test"  # which points to explain: "test", "all" or a number of test points
@@ -447,8 +447,8 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     std = np.full_like(spread, np.nan)
     std[usable] = cal.apply(spread[usable])
     f.y_mean, f.y_std = mean.astype(np.float32), std.astype(np.float32)
-    test = uncertainty_scores(d.y[d.test], mean[d.test], std[d.test], names)
-    rel = reliability(d.y[d.test], mean[d.test], std[d.test])
+    test = uncertainty_scores(d.y[d.test], mean[d.test], spread[d.test], cal, names)
+    rel = reliability(d.y[d.test], mean[d.test], spread[d.test], cal)
     ens_r2 = regression_scores(d.y[d.test], mean[d.test], names)
     for name in names:
         f.scores[name].update(coverage_68=test[name]["coverage_68"], coverage_95=test[name]["coverage_95"],
@@ -461,7 +461,9 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
                  "ensemble mean, std = calibrated member spread"),
         "calibration": {**cal.to_dict(names),
                         "fitted_on": f"validation blocks ({len(d.val)} points)",
-                        "formula": "std = sqrt((scale * spread)^2 + floor^2), target units"},
+                        "formula": ("interval at level p = mean +- quantiles[p] * spread (normalised split-conformal); "
+                                    "std = scale * spread, the 68.27 % half-width" if cal.method == "conformal" else
+                                    "std = sqrt((scale * spread)^2 + floor^2); interval = mean +- z_p * std")},
         "test": test,
         "reliability": {"levels": list(LEVELS), "observed": {n: rel[:, k].tolist() for k, n in enumerate(names)}},
         "member_history": [{"best_epoch": h["best_epoch"], "stopped_epoch": h["stopped_epoch"],

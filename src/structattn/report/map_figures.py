@@ -109,7 +109,7 @@ def maps_figure_png(path) -> bytes:
     property_maps(m["structure"][0], m["rows"], m["cols"], m["mean"], m["std"], units=units,
                   channel=a["channels"][0] if a["channels"] else "structure", axes=axes)
     fig.suptitle(f"every {a['step']} px, {a['members']} model(s); image: {a['image']}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the first row
     return _png(fig)
 
 

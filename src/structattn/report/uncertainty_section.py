@@ -25,7 +25,8 @@ def uncertainty_section(ctx) -> str | None:
            f"{html.escape(u['calibration']['fitted_on'])}: {html.escape(u['calibration']['formula'])} "
            f"(method {html.escape(u['calibration']['method'])}). Coverage is measured on the test blocks, which "
            "took no part in training, early stopping or calibration: a calibrated model holds 68 % and 95 % of "
-           "the test values inside its 68 % and 95 % intervals. \"rank ρ\": Spearman correlation of |error| with "
+           "the test values inside its 68 % and 95 % intervals. The validation blocks are few and the test "
+           "blocks lie elsewhere on the sample, so expect a few points' difference either way. \"rank ρ\": Spearman correlation of |error| with "
            "the std (does the uncertainty say where the errors are?).</p>")
     out += table_html(["target", "coverage 68 %", "coverage 95 %", "mean std", "rank ρ(|error|, std)", "scale",
                        "floor", "ensemble R²", "ViT R² (model.pt)"], rows)
