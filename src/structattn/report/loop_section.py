@@ -28,9 +28,8 @@ def loop_analysis(ctx) -> str | None:
     if s.loops is None:
         return None
     from ..loops import DESCRIPTORS
-    from ..targets import _loop_analysis
 
-    res = _loop_analysis(s)
+    res = ctx.loop_analysis
     shape = _grid_shape(np.asarray(s.positions))
     flags = [[k, int(v.sum()), float(v.mean())] for k, v in res.flags.items()]
     out = (
