@@ -2,6 +2,7 @@
 // (canvas), its loop and parity (Plotly), and a sortable score table. Data: #sa-data, #sa-figs.
 (function () {
   "use strict";
+  const t0 = performance.now();  // ms since navigation start: the page and plotly.js parsed up to here
   const D = JSON.parse(document.getElementById("sa-data").textContent);
   const F = JSON.parse(document.getElementById("sa-figs").textContent);
   const root = document.getElementById("sa-explorer");
@@ -30,14 +31,14 @@
   const loops = D.loops ? {v: D.loops.voltage, meas: f32(D.loops.measured),
                            fit: D.loops.fitted ? f32(D.loops.fitted) : null} : null;
   const V = loops ? loops.v.length : 0;
+  const tDecoded = performance.now();
   const fmt = (x) => (x === null || x === undefined || Number.isNaN(x)) ? "n/a" : Number(x).toPrecision(3);
   const val = (arr, i, k) => arr[i * K + k];
   let target = 0, colourBy = "measured", selected = -1;
 
   // ---- linked maps --------------------------------------------------------------------
   const P = F.panels.length, linked = document.getElementById("sa-linked");
-  const pointTraces = Array.from({length: P}, (_, j) => 1 + j), ringTraces = pointTraces.map((j) => j + P);
-  const text = Array.from({length: n}, (_, i) => "point " + i);
+  const pointTraces = Array.from({length: P}, (_, j) => 1 + j);
   function panelValues(j) {
     const k = target, name = F.panels[j];
     const q = (name === "structure") ? colourBy : name;
@@ -55,22 +56,23 @@
     if (q === "split") return [[0, "#1f77b4"], [0.33, "#1f77b4"], [0.34, "#ff7f0e"], [0.66, "#ff7f0e"], [0.67, "#d62728"], [1, "#d62728"]];
     return "Viridis";
   }
-  function restyleLinked() {
+  function linkedStyle() {
+    // per points trace: colours, colour scale and range, hover text for the chosen target and quantity
     const k = target, u = D.units[k] ? " [" + D.units[k] + "]" : "";
-    const colours = [], scales = [], mids = [], lo = [], hi = [], texts = [];
+    const st = {"marker.color": [], "marker.colorscale": [], "marker.cmid": [], "marker.cmin": [], "marker.cmax": [], text: []};
     for (let j = 0; j < P; j++) {
       const v = panelValues(j), q = (F.panels[j] === "structure") ? colourBy : F.panels[j];
-      colours.push(v);
-      scales.push(colourscale(j));
-      mids.push((q === "error" || q === "prediction error") ? 0 : null);  // errors: white at zero
-      lo.push(q === "split" ? 0 : null);
-      hi.push(q === "split" ? 2 : null);
-      texts.push(v.map((x, i) => "point " + i + "<br>" + D.targets[k] + " " + q + ": " +
-                       (q === "split" ? (D.splitNames[String(x)] || x) : fmt(x) + u)));
+      st["marker.color"].push(v);
+      st["marker.colorscale"].push(colourscale(j));
+      st["marker.cmid"].push((q === "error" || q === "prediction error") ? 0 : null);  // errors: white at zero
+      st["marker.cmin"].push(q === "split" ? 0 : null);
+      st["marker.cmax"].push(q === "split" ? 2 : null);
+      st.text.push(v.map((x, i) => "point " + i + "<br>" + D.targets[k] + " " + q + ": " +
+                         (q === "split" ? (D.splitNames[String(x)] || x) : fmt(x) + u)));
     }
-    Plotly.restyle(linked, {"marker.color": colours, "marker.colorscale": scales, "marker.cmid": mids,
-                            "marker.cmin": lo, "marker.cmax": hi, text: texts}, pointTraces);
+    return st;
   }
+  function restyleLinked() { Plotly.restyle(linked, linkedStyle(), pointTraces); }
 
   // ---- patch and maps (canvas) --------------------------------------------------------
   const W = D.window;
@@ -161,7 +163,7 @@
     Plotly.restyle(loopDiv, {x: [loops.v, loops.fit ? loops.v : []], y: [m, f]}, [0, 1]);
     Plotly.relayout(loopDiv, {"title.text": "loop of point " + i});
   }
-  function restyleParity() {
+  function parityData() {
     const k = target, xs = [], ys = [], cs = [], tx = [];
     let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < n; i++) {
@@ -171,13 +173,23 @@
       if (Number.isFinite(a)) { lo = Math.min(lo, a); hi = Math.max(hi, a); }
       if (Number.isFinite(b)) { lo = Math.min(lo, b); hi = Math.max(hi, b); }
     }
-    Plotly.restyle(parityDiv, {x: [xs, [lo, hi]], y: [ys, [lo, hi]], "marker.color": [cs, null], text: [tx, null]}, [0, 1]);
-    Plotly.relayout(parityDiv, {"title.text": D.targets[k] + ": predicted vs measured (red: test points)"});
+    return {x: [xs, [lo, hi]], y: [ys, [lo, hi]], "marker.color": [cs, null], text: [tx, null],
+            title: D.targets[k] + ": predicted vs measured (red: test points)"};
+  }
+  function restyleParity() {
+    const d = parityData();
+    Plotly.restyle(parityDiv, {x: d.x, y: d.y, "marker.color": d["marker.color"], text: d.text}, [0, 1]);
+    Plotly.relayout(parityDiv, {"title.text": d.title});
+  }
+  function ringShape(xref, yref, x, y) {  // a fixed-size ring at a data point: no trace is redrawn
+    return {type: "circle", xref: xref, yref: yref, xsizemode: "pixel", ysizemode: "pixel", xanchor: x, yanchor: y,
+            x0: -8, x1: 8, y0: -8, y1: 8, line: {color: "#e31a1c", width: 2.5}};
   }
   function ring(i) {
-    const k = target, r = [[pos[2 * i]]], c = [[pos[2 * i + 1]]];
-    Plotly.restyle(linked, {x: ringTraces.map(() => c[0]), y: ringTraces.map(() => r[0])}, ringTraces);
-    Plotly.restyle(parityDiv, {x: [[val(yTrue, i, k)]], y: [[val(yPred, i, k)]]}, [2]);
+    const k = target, shapes = [];
+    for (let j = 0; j < P; j++) shapes.push(ringShape(j ? "x" + (j + 1) : "x", j ? "y" + (j + 1) : "y", pos[2 * i + 1], pos[2 * i]));
+    Plotly.relayout(linked, {shapes: shapes});
+    Plotly.relayout(parityDiv, {shapes: [ringShape("x", "y", val(yTrue, i, k), val(yPred, i, k))]});
   }
 
   function select(i) {
@@ -244,17 +256,26 @@
   tsel.addEventListener("change", () => { target = Number(tsel.value); restyleLinked(); restyleParity(); if (selected >= 0) ring(selected); });
   document.getElementById("sa-colour").addEventListener("change", (e) => { colourBy = e.target.value; restyleLinked(); });
   const cfg = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"]};
-  // points at (col, row): x is the column, y the row, as on the image
-  for (const j of pointTraces) { F.maps.data[j].x = cols; F.maps.data[j].y = rows; F.maps.data[j].customdata = Array.from({length: n}, (_, i) => i); }
-  F.parity.data[0].customdata = Array.from({length: n}, (_, i) => i);
+  // points at (col, row): x is the column, y the row, as on the image; colours set before the first draw
+  const st = linkedStyle();
+  pointTraces.forEach((t, j) => {
+    const tr = F.maps.data[t];
+    tr.x = cols; tr.y = rows; tr.customdata = Array.from({length: n}, (_, i) => i); tr.text = st.text[j];
+    Object.assign(tr.marker, {color: st["marker.color"][j], colorscale: st["marker.colorscale"][j],
+                              cmid: st["marker.cmid"][j]});
+  });
+  const pd = parityData();
+  Object.assign(F.parity.data[0], {x: pd.x[0], y: pd.y[0], text: pd.text[0], customdata: Array.from({length: n}, (_, i) => i)});
+  F.parity.data[0].marker.color = pd["marker.color"][0];
+  Object.assign(F.parity.data[1], {x: pd.x[1], y: pd.y[1]});
+  F.parity.layout.title = {text: pd.title};
   const ready = [Plotly.newPlot(linked, F.maps.data, F.maps.layout, cfg),
                  Plotly.newPlot(parityDiv, F.parity.data, F.parity.layout, cfg)];
   if (loops) ready.push(Plotly.newPlot(loopDiv, F.loop.data, F.loop.layout, cfg));
   else loopDiv.innerHTML = "<p class='note'>This run's data have no loops (targets were given directly).</p>";
   if (D.loops && D.loops.note) document.getElementById("sa-loop-note").textContent = D.loops.note;
   Promise.all(ready).then(() => {
-    restyleLinked();
-    restyleParity();
+    const tPlotted = performance.now();
     const onClick = (ev) => { const p = ev.points && ev.points[0]; if (p && p.customdata !== undefined) select(Number(p.customdata)); };
     linked.on("plotly_click", onClick);
     parityDiv.on("plotly_click", onClick);
@@ -262,7 +283,9 @@
     let first = -1;  // start on the first explained point, so the maps are never empty at first sight
     if (mapIndex) for (let i = 0; i < n && first < 0; i++) if (mapIndex[i] >= 0) first = i;
     select(first >= 0 ? first : 0);
-    root.dataset.readyMs = String(Math.round(performance.now()));  // ms since navigation start
+    const tReady = performance.now();
+    root.dataset.timing = JSON.stringify({script: t0, decoded: tDecoded, plotted: tPlotted, ready: tReady});
+    root.dataset.readyMs = String(Math.round(tReady));  // ms since navigation start
     root.dataset.ready = "1";
   });
   window.structattnExplorer = {select: select, data: D};

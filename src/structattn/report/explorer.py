@@ -194,7 +194,8 @@ def explorer_payload(ctx) -> dict:
 
 
 def _figures(payload: dict, image_u8: np.ndarray) -> dict:
-    """Initial Plotly figures (data filled and restyled by explorer.js)."""
+    """Initial Plotly figures (explorer.js fills in the points' coordinates and colours before the
+    first draw; the selected point is a layout shape, so selecting redraws no trace)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -209,10 +210,6 @@ def _figures(payload: dict, image_u8: np.ndarray) -> dict:
                                          "colorbar": {"thickness": 8, "len": 0.8, "x": right + 0.003,
                                                       "xpad": 0}}),
                       1, j + 1)
-    for j in range(len(panels)):
-        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="selected", hoverinfo="skip",
-                                 marker={"size": 15, "symbol": "circle-open", "color": "#e31a1c",
-                                         "line": {"width": 2.5}}), 1, j + 1)
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False, zeroline=False)
     fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False)
     fig.update_layout(height=430, margin={"l": 30, "r": 30, "t": 30, "b": 30}, showlegend=False,
@@ -229,8 +226,6 @@ def _figures(payload: dict, image_u8: np.ndarray) -> dict:
                                 marker={"size": 4, "color": [], "opacity": 0.6}))
     parity.add_trace(go.Scatter(x=[], y=[], mode="lines", name="identity", line={"color": "black", "dash": "dash"},
                                 hoverinfo="skip"))
-    parity.add_trace(go.Scatter(x=[], y=[], mode="markers", name="selected", hoverinfo="skip",
-                                marker={"size": 14, "symbol": "circle-open", "color": "#e31a1c", "line": {"width": 2.5}}))
     return {"maps": json.loads(fig.to_json()), "loop": json.loads(loop.to_json()),
             "parity": json.loads(parity.to_json()), "panels": panels}
 
