@@ -90,9 +90,15 @@ def test_click_a_point_updates_patch_and_maps_in_chromium(explored_run, tmp_path
         click_point(drv, target)
         wait_for(drv, f"document.getElementById('sa-patch').dataset.point === '{target}'", timeout=10)
         assert drv.execute_script(f"return {grid}.dataset.point") == str(target)
-        assert drv.execute_script("return document.getElementById('sa-patch').toDataURL()") != patch_before
+        patch_after = drv.execute_script("return document.getElementById('sa-patch').toDataURL()")
+        assert patch_after != patch_before
         assert drv.execute_script(map_js) != map_before
         assert f"point {target} " in drv.find_element("id", "sa-point-title").text
+        # another structure channel: the patch is redrawn from it, the point stays selected
+        drv.execute_script("const s = document.getElementById('sa-channel'); s.value = '1'; "
+                           "s.dispatchEvent(new Event('change'));")
+        patch_ch1 = drv.execute_script("return document.getElementById('sa-patch').toDataURL()")
+        assert patch_ch1 != patch_after and drv.execute_script(f"return {grid}.dataset.point") == str(target)
         # the loop panel now shows this point's measured and fitted loop
         loop_y = drv.execute_script("return document.getElementById('sa-loop').data.map(t => t.y.length)")
         assert loop_y[0] > 0 and loop_y[1] == loop_y[0]

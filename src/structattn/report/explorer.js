@@ -17,7 +17,8 @@
   const pos = f32(D.positions), yTrue = f32(D.yTrue), yPred = f32(D.yPred);
   const yStd = D.yStd ? f32(D.yStd) : null;
   const split = new Int8Array(bytes(D.split).buffer);
-  const img = bytes(D.image.padded), PW = D.image.pw;
+  const imgs = D.image.padded.map(bytes), PW = D.image.pw, HALF = D.image.half;
+  let img = imgs[0];
   const lutSeq = bytes(D.luts.seq), lutDiv = bytes(D.luts.div);
   const rows = Array.from({length: n}, (_, i) => pos[2 * i]), cols = Array.from({length: n}, (_, i) => pos[2 * i + 1]);
   const mapIndex = D.maps ? new Int32Array(bytes(D.maps.index).buffer) : null;
@@ -32,6 +33,8 @@
                            fit: D.loops.fitted ? f32(D.loops.fitted) : null} : null;
   const V = loops ? loops.v.length : 0;
   const tDecoded = performance.now();
+  // names come from the user's data: into Plotly's text (which reads a few tags) only as entities
+  const esc = (t) => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   const fmt = (x) => (x === null || x === undefined || Number.isNaN(x)) ? "n/a" : Number(x).toPrecision(3);
   const val = (arr, i, k) => arr[i * K + k];
   let target = 0, colourBy = "measured", selected = -1;
@@ -58,7 +61,7 @@
   }
   function linkedStyle() {
     // per points trace: colours, colour scale and range, hover text for the chosen target and quantity
-    const k = target, u = D.units[k] ? " [" + D.units[k] + "]" : "";
+    const k = target, u = D.units[k] ? " [" + esc(D.units[k]) + "]" : "";
     const st = {"marker.color": [], "marker.colorscale": [], "marker.cmid": [], "marker.cmin": [], "marker.cmax": [], text: []};
     for (let j = 0; j < P; j++) {
       const v = panelValues(j), q = (F.panels[j] === "structure") ? colourBy : F.panels[j];
@@ -67,7 +70,7 @@
       st["marker.cmid"].push((q === "error" || q === "prediction error") ? 0 : null);  // errors: white at zero
       st["marker.cmin"].push(q === "split" ? 0 : null);
       st["marker.cmax"].push(q === "split" ? 2 : null);
-      st.text.push(v.map((x, i) => "point " + i + "<br>" + D.targets[k] + " " + q + ": " +
+      st.text.push(v.map((x, i) => "point " + i + "<br>" + esc(D.targets[k]) + " " + q + ": " +
                          (q === "split" ? (D.splitNames[String(x)] || x) : fmt(x) + u)));
     }
     return st;
@@ -88,7 +91,10 @@
         const qv = map.q[base + Math.floor(y / step) * res + Math.floor(x / step)];
         const s = (qv - 128) / 127;  // in [-1, 1]
         let lut, li, a;
-        if (map.signed) { lut = lutDiv; li = qv; a = 0.85 * Math.min(1, Math.abs(s)); }  // zero: the patch shows
+        if (map.signed) {  // square-root scale: a few strong pixels would otherwise hide the rest; zero: the patch shows
+          const r = Math.sign(s) * Math.sqrt(Math.abs(s));
+          lut = lutDiv; li = Math.round(127.5 + 127.5 * r); a = 0.85 * Math.abs(r);
+        }
         else { lut = lutSeq; li = Math.round(Math.max(0, s) * 255); a = 0.55; }  // as the report's static overlays
         R = (1 - a) * g + a * lut[3 * li]; G = (1 - a) * g + a * lut[3 * li + 1]; B = (1 - a) * g + a * lut[3 * li + 2];
       }
@@ -145,13 +151,19 @@
     const sp = D.splitNames[String(split[i])] || String(split[i]);
     document.getElementById("sa-point-title").textContent =
       "point " + i + " (row " + fmt(pos[2 * i]) + ", col " + fmt(pos[2 * i + 1]) + "), " + sp;
-    let h = "<table><tr><th>target</th><th>measured</th><th>predicted</th><th>error</th>" + (yStd ? "<th>uncertainty</th>" : "") + "</tr>";
+    const table = document.createElement("table");  // built from text nodes: names are never markup
+    const row = (cells, tag) => {
+      const tr = document.createElement("tr");
+      for (const c of cells) { const td = document.createElement(tag); td.textContent = c; tr.appendChild(td); }
+      table.appendChild(tr);
+    };
+    row(["target", "measured", "predicted", "error"].concat(yStd ? ["uncertainty"] : []), "th");
     for (let k = 0; k < K; k++) {
-      h += "<tr><td>" + D.targets[k] + (D.units[k] ? " [" + D.units[k] + "]" : "") + "</td><td>" + fmt(val(yTrue, i, k)) +
-        "</td><td>" + fmt(val(yPred, i, k)) + "</td><td>" + fmt(val(yPred, i, k) - val(yTrue, i, k)) + "</td>" +
-        (yStd ? "<td>" + fmt(val(yStd, i, k)) + "</td>" : "") + "</tr>";
+      row([D.targets[k] + (D.units[k] ? " [" + D.units[k] + "]" : ""), fmt(val(yTrue, i, k)), fmt(val(yPred, i, k)),
+           fmt(val(yPred, i, k) - val(yTrue, i, k))].concat(yStd ? [fmt(val(yStd, i, k))] : []), "td");
     }
-    document.getElementById("sa-point-info").innerHTML = h + "</table>";
+    const info = document.getElementById("sa-point-info");
+    info.replaceChildren(table);
   }
 
   // ---- loop and parity ----------------------------------------------------------------
@@ -174,7 +186,7 @@
       if (Number.isFinite(b)) { lo = Math.min(lo, b); hi = Math.max(hi, b); }
     }
     return {x: [xs, [lo, hi]], y: [ys, [lo, hi]], "marker.color": [cs, null], text: [tx, null],
-            title: D.targets[k] + ": predicted vs measured (red: test points)"};
+            title: esc(D.targets[k]) + ": predicted vs measured (red: test points)"};
   }
   function restyleParity() {
     const d = parityData();
@@ -250,7 +262,18 @@
     }
   }
 
+  function showChannel(c) {
+    img = imgs[c];
+    const z = [];  // the unpadded channel for the structure panel
+    for (let y = HALF; y < HALF + D.image.h; y++) z.push(Array.from(img.subarray(y * PW + HALF, y * PW + HALF + D.image.w)));
+    Plotly.restyle(linked, {z: [z]}, [0]);
+    if (selected >= 0) select(selected);
+  }
+
   // ---- wiring -------------------------------------------------------------------------
+  const csel = document.getElementById("sa-channel");
+  D.image.channels.forEach((c, k) => { const o = document.createElement("option"); o.value = String(k); o.textContent = c; csel.appendChild(o); });
+  csel.addEventListener("change", () => showChannel(Number(csel.value)));
   const tsel = document.getElementById("sa-target");
   D.targets.forEach((t, k) => { const o = document.createElement("option"); o.value = String(k); o.textContent = t; tsel.appendChild(o); });
   tsel.addEventListener("change", () => { target = Number(tsel.value); restyleLinked(); restyleParity(); if (selected >= 0) ring(selected); });

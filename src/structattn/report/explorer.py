@@ -8,7 +8,7 @@ a small script (`explorer.js`, beside this file) draws the selected point's patc
 method's map for every target on canvases and sorts the score table.
 
 Everything the page needs is embedded once as JSON with compact base64 arrays: the padded
-first structure channel as uint8 (patches are cut from it in the browser, the same crop as
+structure channels as uint8 (patches are cut from it in the browser, the same crop as
 `extract_patches`), targets and predictions as float32, and the maps quantised to uint8 per
 map (value / max|value| · 127 + 128, with the float32 scale kept), at token resolution
 when a map is constant over each token (every method except pixel-resolution ones), once
@@ -36,13 +36,12 @@ def _b64(a: np.ndarray, dtype: str) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """(H, W) float -> uint8 over its 1st-99th percentile (robust to outliers, as the figures)."""
-    img = np.asarray(img, dtype=float)
-    finite = img[np.isfinite(img)]
+def _scaled_like(padded: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """`padded` as uint8 on the 1st-99th percentile range of `image` (the unpadded channel)."""
+    finite = image[np.isfinite(image)]
     lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
     hi = hi if hi > lo else lo + 1.0
-    return np.clip(np.rint((np.nan_to_num(img, nan=lo) - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.rint((np.nan_to_num(padded, nan=lo) - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
 
 
 def _lut(name: str) -> str:
@@ -91,10 +90,12 @@ def _downsample(a: np.ndarray, factor: int) -> np.ndarray:
     return b.repeat(factor, 1).repeat(factor, 2)
 
 
-def _maps_payload(idx: np.ndarray, maps: dict, *, n_points: int, patch: int, methods: list[str]) -> dict:
+def _maps_payload(idx: np.ndarray, maps: dict, *, n_points: int, patch: int, methods: list[str],
+                  order: list[str] = ()) -> dict:
     index = np.full(n_points, -1, np.int32)
     index[np.asarray(idx, int)] = np.arange(len(idx))
-    targets = list(dict.fromkeys(t for m in methods for t in maps[m]))  # columns of the maps grid
+    present = {t for m in methods for t in maps[m]}  # columns of the maps grid: the run's target order
+    targets = [t for t in order if t in present] + sorted(present - set(order))
     raw = {m: {t: np.asarray(maps[m][t], np.float32) for t in maps[m]} for m in methods}
     out = {m: {t: quantise_maps(a, patch=patch) for t, a in per.items()} for m, per in raw.items()}
     note, factor = "", 1
@@ -157,9 +158,9 @@ def explorer_payload(ctx) -> dict:
     pad = cfg["run"].get("pad_mode", "reflect")
     pad = "edge" if pad == "exclude" else pad
     half = window // 2
-    img = np.asarray(s.image[0], float)
+    img = np.asarray(s.image, float)  # (C, H, W)
     # the crop of `extract_patches`: pad by window//2 with the run's mode, then padded[r : r+w, c : c+w]
-    padded = np.pad(img, ((half, window - half), (half, window - half)), mode=pad)
+    padded = np.pad(img, ((0, 0), (half, window - half), (half, window - half)), mode=pad)
     n = len(p["positions"])
     names = [str(x) for x in p["target_names"]]
     try:
@@ -181,11 +182,14 @@ def explorer_payload(ctx) -> dict:
         "yTrue": _b64(p["y_true"], "f4"),
         "yPred": _b64(p["y_pred"], "f4"),
         "yStd": _b64(p["y_std"], "f4") if "y_std" in p else None,
-        "image": {"h": int(img.shape[0]), "w": int(img.shape[1]), "channel": str(s.channels[0]),
-                  "padded": _b64(_to_uint8(padded), "u1"), "ph": int(padded.shape[0]), "pw": int(padded.shape[1])},
+        # each channel scaled on its own (1st-99th percentile of the image, padding excluded)
+        "image": {"h": int(img.shape[1]), "w": int(img.shape[2]), "channels": [str(c) for c in s.channels],
+                  "half": half, "ph": int(padded.shape[1]), "pw": int(padded.shape[2]),
+                  "padded": [_b64(_scaled_like(p, c), "u1") for p, c in zip(padded, img)]},
         "window": window,
         "patch": patch,
-        "maps": _maps_payload(idx, maps, n_points=n, patch=patch, methods=methods) if maps and len(idx) else None,
+        "maps": (_maps_payload(idx, maps, n_points=n, patch=patch, methods=methods, order=names)
+                 if maps and len(idx) else None),
         "loops": _loops_payload(ctx, n),
         "scores": {"header": header, "rows": rows},
         "luts": {"seq": _lut("inferno"), "div": _lut("RdBu_r")},
@@ -231,8 +235,10 @@ def _figures(payload: dict, image_u8: np.ndarray) -> dict:
 
 
 def _script_json(obj) -> str:
-    """JSON safe inside <script>: no '</' sequence can close the tag."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON safe inside <script>: <, > and & as \\u escapes, so no name from the data (a target
+    called "<img ...>") can close the tag or appear as markup; JSON.parse restores them."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 _CSS = """#sa-explorer .row{display:flex;gap:1.2em;flex-wrap:wrap;align-items:flex-start}
@@ -243,7 +249,8 @@ _CSS = """#sa-explorer .row{display:flex;gap:1.2em;flex-wrap:wrap;align-items:fl
 
 _HELP = ("<p class='note'>Click a point on any of the linked maps (zoom and pan are shared) to see its patch, every "
          "method's map for every target, its loop and its prediction against the measurement. Maps: signed methods in "
-         "blue (lowers the target) to red (raises it), non-negative ones in inferno; each map on its own scale; "
+         "blue (lowers the target) to red (raises it, square-root scale), non-negative ones in inferno; each map on its "
+         "own scale; "
          "+ marks the spectroscopy point. The score table sorts by any column (click its header).</p>")
 
 
@@ -254,9 +261,11 @@ def explorer_section(ctx) -> str | None:
     except ImportError:  # a core dependency; say so rather than break the report
         return "<p class='note'>The interactive explorer needs plotly (pip install plotly).</p>"
     payload = explorer_payload(ctx)
-    figs = _figures(payload, _to_uint8(np.asarray(ctx.sample.image[0], float)))
+    first = np.asarray(ctx.sample.image[0], float)
+    figs = _figures(payload, _scaled_like(first, first))
     js = resources.files(__package__).joinpath("explorer.js").read_text(encoding="utf-8")
     controls = ("<div class='row'><label>target<select id='sa-target'></select></label>"
+                "<label>channel<select id='sa-channel'></select></label>"
                 "<label>colour the structure's points by<select id='sa-colour'>"
                 "<option value='measured'>measured</option><option value='predicted'>prediction</option>"
                 "<option value='error'>error (prediction − measured)</option><option value='split'>split</option>"
