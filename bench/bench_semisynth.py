@@ -93,7 +93,7 @@ def _nanmean(values) -> float:
 def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
     rows, per_run = {}, {}
     for d in sorted(runs_dir.iterdir()):
-        if not (d / "metrics.json").is_file():
+        if d.name.startswith(".") or not (d / "metrics.json").is_file():  # staging folders of runs in progress
             continue
         m = json.loads((d / "metrics.json").read_text())
         kinds = {}
