@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# torch first and exactly 2.13.0: the CPU wheel; nothing later may pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# lxt only for tests/test_attnlrp.py's reference check: its rule modules need torch alone, and
+	# its declared tree (transformers, accelerate, bitsandbytes, open_clip_torch) could replace torch.
+	$(PY) -m pip install -q --no-deps lxt==2.1
 	touch $(STAMP)
 
 demo: $(STAMP)

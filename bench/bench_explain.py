@@ -1,4 +1,4 @@
-"""Benchmark: attention vs rollout vs gradient attention vs SHAP vs IG (and occlusion).
+"""Benchmark: attention vs rollout vs gradient attention vs SHAP vs IG vs AttnLRP (and occlusion).
 
 Trains one ViT on the synthetic default with the production pipeline (`run_pipeline`:
 spatial block split, Lightning trainer, early stopping), explains the same
@@ -28,10 +28,11 @@ import torch
 from structattn.data.patches import extract_patches
 from structattn.data.synthetic import causal_masks
 from structattn.evaluate import evaluate_methods
+from structattn.explain import attnlrp_relevance
 from structattn.pipeline import RunConfig, run_pipeline
 from structattn.runfolder import RunFolder
 
-METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion"]
+METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion", "attnlrp"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -83,6 +84,19 @@ def main() -> None:
         masks=masks, within=within, options=options, on_step=lambda s: print(f"  explaining {s}", flush=True),
     )
     explain_s = time.perf_counter() - t0
+    # AttnLRP conservation on the trained model: share of y_k that reaches the pixels (the rest
+    # goes to biases, [CLS], position embeddings and the softmax rule's bias term)
+    conservation = {}
+    with torch.no_grad():
+        y = model(patches[pts])
+    for k, n in enumerate(names):
+        rel = attnlrp_relevance(model, patches[pts], target=k).sum((1, 2, 3))
+        share = (rel / y[:, k]).numpy()
+        conservation[n] = {"median_share": float(np.median(share)), "q25": float(np.quantile(share, 0.25)),
+                           "q75": float(np.quantile(share, 0.75)),
+                           "batch_share": float(rel.sum() / y[:, k].sum())}
+    print("AttnLRP: sum of pixel relevance / y_k (median, quartiles):",
+          {n: f"{c['median_share']:.2f} [{c['q25']:.2f}, {c['q75']:.2f}]" for n, c in conservation.items()})
 
     rows = []
     print(f"\nmodel: test R2 {dict(zip(names, np.round(r2, 3)))}, trained in {train_s:.0f} s; "
@@ -121,7 +135,7 @@ def main() -> None:
                    "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "model_test_r2": dict(zip(names, map(float, r2))),
         "train_seconds": train_s, "explain_seconds": explain_s, "points": pts.tolist(),
-        "summary": summary, "rows": rows,
+        "summary": summary, "rows": rows, "attnlrp_conservation": conservation,
         "random_order": {n: {k: scores[n]["_random"][k] for k in ("deletion_auc", "insertion_auc")} for n in names},
         "agreement": {n: scores[n]["_agreement"] for n in names},
     }

@@ -13,7 +13,13 @@ not determine (``trend``, ``noise``), which a run must call "not learned".
     python bench/bench_semisynth.py --jobs 2             # all runs (about 8 min a run on 2 CPU cores)
     python bench/bench_semisynth.py --summary            # table -> bench/results/semisynth.json
 
-Run folders go to bench/.runs/; the summary reads their metrics.json.
+A subset that fits a shorter budget (issue 17: AttnLRP next to the attention family): the three
+rules the ViT learns with R² >= 0.7 on the full benchmark, on chosen images only:
+
+    python bench/bench_semisynth.py --subset learned --images PTO_Funakubo0001,BTFO_DSO_pfm \
+        --runs bench/.runs_learned --result bench/results/semisynth_learned.json
+
+Run folders go to bench/.runs/ (or --runs); the summary reads their metrics.json.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ TEX = ROOT / "bench" / ".textures"
 RUNS = ROOT / "bench" / ".runs"
 RESULT = ROOT / "bench" / "results" / "semisynth.json"
 ATTENTION = ("attention", "rollout", "gradattn")
+METHODS = (*ATTENTION, "attnlrp")  # explained and scored in every run (attnlrp: one backward a target)
+LEARNED_RULES = "amp_corner+phase_corner+threshold"  # ViT R² >= 0.7 on the full benchmark (README)
 
 
 def sources() -> list[Path]:
@@ -51,9 +59,14 @@ def prepare() -> None:
         print(f"{p.name}: {img.shape} {ch} pixel {px}")
 
 
-def runs() -> dict[str, str]:
-    """run name -> source spec."""
+def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]:
+    """run name -> source spec (``subset="learned"``: only the rules the ViT learns, no extra runs)."""
     out = {}
+    if subset == "learned":
+        for t in sorted(TEX.glob("*.npz")):
+            if images is None or t.stem in images:
+                out[t.stem] = f"semisynthetic:image={t},rules={LEARNED_RULES}"
+        return out
     for t in sorted(TEX.glob("*.npz")):
         out[t.stem] = f"semisynthetic:image={t}"
     first = sorted(TEX.glob("*.npz"))[0]
@@ -62,12 +75,12 @@ def runs() -> dict[str, str]:
     return out
 
 
-def run_one(name: str, source: str, device: str) -> None:
+def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS) -> None:
     from structattn.pipeline import RunConfig, run_pipeline
 
     t0 = time.perf_counter()
-    res = run_pipeline(RunConfig(source=source, device=device, progress=False, domains=False, points="96"), RUNS / name,
-                       overwrite=True)
+    res = run_pipeline(RunConfig(source=source, device=device, progress=False, domains=False, points="96",
+                                 methods=METHODS), runs_dir / name, overwrite=True)
     print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return res
 
@@ -77,10 +90,10 @@ def _nanmean(values) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
-def summary() -> None:
+def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
     rows, per_run = {}, {}
-    for d in sorted(RUNS.iterdir()):
-        if not (d / "metrics.json").is_file():
+    for d in sorted(runs_dir.iterdir()):
+        if d.name.startswith(".") or not (d / "metrics.json").is_file():  # staging folders of runs in progress
             continue
         m = json.loads((d / "metrics.json").read_text())
         kinds = {}
@@ -88,25 +101,28 @@ def summary() -> None:
         scores = m.get("explanations", {}).get("scores", {})
         for t, s in m["targets"].items():
             gt = scores.get(t, {})
-            au = {k: gt[k].get("auroc") for k in (*ATTENTION, "centre") if k in gt}
+            au = {k: gt[k].get("auroc") for k in (*METHODS, "centre") if k in gt}
+            cost = {k: gt[k].get("seconds_per_point") for k in METHODS if k in gt}
             rows.setdefault(t, []).append({"run": d.name, "vit": s["r2"], **s["baselines"], "learned": s["learned"],
-                                           "auroc": au})
+                                           "auroc": au, "seconds_per_point": cost})
     from structattn.data.semisynthetic import RULES
 
     table = {}
     print(f"{'rule':16s} {'kind':13s} {'n':>2s} {'ViT':>6s} {'CNN':>6s} {'ridge':>6s} {'pos':>6s} {'mean':>6s} "
-          f"{'learned':>7s} {'attn':>5s} {'roll':>5s} {'grad':>5s} {'best':>5s} {'prior':>5s}")
+          f"{'learned':>7s} {'attn':>5s} {'roll':>5s} {'grad':>5s} {'best':>5s} {'lrp':>5s} {'prior':>5s} "
+          f"{'ms/pt grad':>10s} {'ms/pt lrp':>9s}")
     for t, rs in rows.items():
         main = [r for r in rs if r["run"] != "noise0.5"]
         for label, sel in ((t, main), (f"{t}@noise0.5", [r for r in rs if r["run"] == "noise0.5"])):
             if not sel:
                 continue
             f = lambda k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in sel]))  # noqa: E731
-            au = {k: _nanmean([r["auroc"].get(k) for r in sel]) for k in (*ATTENTION, "centre")} if sel[0]["auroc"] else {}
+            au = {k: _nanmean([r["auroc"].get(k) for r in sel]) for k in (*METHODS, "centre")} if sel[0]["auroc"] else {}
+            ms = {k: 1e3 * _nanmean([r["seconds_per_point"].get(k) for r in sel]) for k in METHODS}
             best = float(np.nanmean([max((r["auroc"].get(k) or 0) for k in ATTENTION) for r in sel])) if au else None
             row = {"kind": RULES[t][0], "n_runs": len(sel), "vit": f("vit"), "cnn": f("cnn"), "ridge": f("ridge"),
                    "position": f("position"), "mean": f("mean"), "learned_share": float(np.mean([r["learned"] for r in sel])),
-                   "auroc": au, "best_attention_auroc": best,
+                   "auroc": au, "best_attention_auroc": best, "ms_per_point": ms,
                    "per_run": {r["run"]: {k: r[k] for k in ("vit", "cnn", "ridge", "position", "mean", "learned")}
                                for r in sel}}
             table[label] = row
@@ -114,10 +130,11 @@ def summary() -> None:
             print(f"{label:16s} {row['kind']:13s} {len(sel):2d} {row['vit']:6.2f} {row['cnn']:6.2f} "
                   f"{row['ridge']:6.2f} {row['position']:6.2f} {row['mean']:6.2f} {row['learned_share']:7.2f} "
                   f"{a('attention')} {a('rollout')} {a('gradattn')} "
-                  f"{(f'{best:5.2f}' if best is not None else '    -')} {a('centre')}")
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps({"rules": table, "runs": per_run}, indent=1))
-    print(f"-> {RESULT}")
+                  f"{(f'{best:5.2f}' if best is not None else '    -')} {a('attnlrp')} {a('centre')} "
+                  f"{ms['gradattn']:10.2f} {ms['attnlrp']:9.2f}")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_text(json.dumps({"rules": table, "runs": per_run}, indent=1))
+    print(f"-> {result}")
 
 
 if __name__ == "__main__":
@@ -128,7 +145,13 @@ if __name__ == "__main__":
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores / jobs threads)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's choice)")
+    ap.add_argument("--subset", default="all", choices=("all", "learned"),
+                    help="all: every rule and the two extra runs; learned: only the rules with ViT R2 >= 0.7")
+    ap.add_argument("--images", default=None, help="comma-separated texture names (default: all)")
+    ap.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
+    ap.add_argument("--result", type=Path, default=RESULT, help="summary JSON")
     a = ap.parse_args()
+    images = a.images.split(",") if a.images else None
     if a.threads:
         import torch
 
@@ -136,17 +159,18 @@ if __name__ == "__main__":
     if a.prepare:
         prepare()
     elif a.summary:
-        summary()
+        summary(a.runs, a.result)
     elif a.one:
-        run_one(a.one, runs()[a.one], a.device)
+        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs)
     else:
-        names = list(runs())
+        names = list(runs(a.subset, images))
         procs: list[subprocess.Popen] = []
         for n in names:
             while len([p for p in procs if p.poll() is None]) >= a.jobs:
                 time.sleep(1)
             procs.append(subprocess.Popen([sys.executable, __file__, "--one", n, "--device", a.device,
-                                           "--threads", str(a.threads)]))
+                                           "--threads", str(a.threads), "--subset", a.subset, "--runs", str(a.runs)]
+                                          + (["--images", a.images] if a.images else [])))
         for p in procs:
             p.wait()
-        summary()
+        summary(a.runs, a.result)

@@ -16,7 +16,7 @@ from structattn.report.explain_figures import plot_curves, plot_method_maps, plo
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "img"
-METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion", "centre"]
+METHODS = ["attention", "rollout", "gradattn", "shap", "ig", "occlusion", "attnlrp", "centre"]
 
 
 def markdown_tables(res: dict) -> str:

@@ -329,8 +329,8 @@ def cmd_explain(args) -> int:
 
 def _add_explain(p):
     p.add_argument("run", help="a run folder written by `structattn run`")
-    p.add_argument("--methods", default="attention,rollout,gradattn,shap,ig,occlusion",
-                   help="comma-separated: attention, rollout, gradattn, shap, ig, occlusion (default all)")
+    p.add_argument("--methods", default="attention,rollout,gradattn,shap,ig,occlusion,attnlrp",
+                   help="comma-separated: attention, rollout, gradattn, shap, ig, occlusion, attnlrp (default all)")
     p.add_argument("--points", default="test", help="points to explain: test, all or N test points (default test)")
     p.add_argument("--seed", type=int, default=0, help="seed for the point choice, SHAP and the randomisation check")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -1,11 +1,12 @@
 """Explanation methods, one call shape: ``Explainer(model).attribute(patches, target=k)``.
 
 Every method returns (B, w, w) maps pixel-aligned with the patches; token-level scores are
-repeated over each token's pixels. Signed methods (``shap``, ``ig``, ``occlusion``) keep
+repeated over each token's pixels. Signed methods (``shap``, ``ig``, ``occlusion``, ``attnlrp``) keep
 their sign; scoring (`structattn.evaluate`) ranks by magnitude.
 """
 
 from .attention import AttentionExplainer
+from .attnlrp import AttnLRPExplainer, attnlrp_relevance
 from .base import Explainer, tokens_to_pixels
 from .captum_methods import IntegratedGradientsExplainer, OcclusionExplainer, pixels_to_tokens
 from .gradattn import GradAttnExplainer, gradattn_relevance
@@ -23,6 +24,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
         ShapExplainer,
         IntegratedGradientsExplainer,
         OcclusionExplainer,
+        AttnLRPExplainer,
     )
 }
 # Baselines scored like the methods but not explanations of the model.
@@ -47,6 +49,7 @@ __all__ = [
     "BASELINES",
     "EXPLAINERS",
     "AttentionExplainer",
+    "AttnLRPExplainer",
     "CentrePriorExplainer",
     "Explainer",
     "GradAttnExplainer",
@@ -54,6 +57,7 @@ __all__ = [
     "OcclusionExplainer",
     "RolloutExplainer",
     "ShapExplainer",
+    "attnlrp_relevance",
     "centre_prior",
     "gradattn_relevance",
     "make_explainer",

@@ -6,6 +6,9 @@ feeds a linear head with ``n_outputs`` values. By default every block uses PyTor
 ``scaled_dot_product_attention``; ``forward(x, return_attention=True)`` switches to an
 explicit softmax path that also returns each layer's (B, heads, T, T) weights, kept in the
 autograd graph so gradient-weighted explanations can call ``.retain_grad()`` on them.
+``forward(x, lrp="attnlrp")`` (or ``"cp"``) computes the same values through the explicit path
+with AttnLRP's modified gradients (`structattn.nets.lrp`), so that ``x * d y_k / d x`` is the
+layer-wise relevance of every input pixel; the default path is untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import lrp as rules
 
 
 @dataclass
@@ -75,17 +80,21 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, *, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, *, return_weights: bool = False, lrp: str | None = None):
         b, t, d = x.shape
         # (B, T, 3D) -> (3, B, heads, T, D/heads)
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
         weights = None
-        if return_weights:
+        if lrp == "attnlrp":  # uniform rule: A v splits relevance 1/2 : 1/2, q kᵀ splits A's half again
+            q, k, v = rules.divide_gradient(q, 4.0), rules.divide_gradient(k, 4.0), rules.divide_gradient(v, 2.0)
+        if return_weights or lrp:
             logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)
             if self.bias is not None:
                 logits = logits + self.bias
             weights = logits.softmax(dim=-1)
+            if lrp == "cp":  # CP-LRP: the weights are held constant, all relevance goes to v
+                weights = weights.detach()
             out = F.dropout(weights, p) @ v
         else:
             mask = None if self.bias is None else self.bias.to(q.dtype)  # (H, T, T) broadcasts over B
@@ -107,11 +116,16 @@ class Block(nn.Module):
             nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(hidden, cfg.dim)
         )
 
-    def forward(self, x: torch.Tensor, *, return_weights: bool = False):
-        a, w = self.attn(self.norm1(x), return_weights=return_weights)
+    def forward(self, x: torch.Tensor, *, return_weights: bool = False, lrp: str | None = None):
+        if lrp is None:
+            a, w = self.attn(self.norm1(x), return_weights=return_weights)
+            x = x + a
+            x = x + self.mlp(self.norm2(x))
+            return x, w
+        a, w = self.attn(rules.layer_norm(self.norm1, x), return_weights=return_weights, lrp=lrp)
         x = x + a
-        x = x + self.mlp(self.norm2(x))
-        return x, w
+        fc1, act, _, fc2 = self.mlp  # dropout skipped: relevance is explained in eval mode
+        return x + fc2(rules.identity_rule(act, fc1(rules.layer_norm(self.norm2, x)))), w
 
 
 class ViTRegressor(nn.Module):
@@ -154,22 +168,35 @@ class ViTRegressor(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
         """(B, C, w, w) -> (B, T, dim) embedded tokens with [CLS] first and positions added."""
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-1] != self.cfg.window:
             raise ValueError(
                 f"x: expected (B, {self.cfg.in_channels}, {self.cfg.window}, {self.cfg.window}), got {tuple(x.shape)}"
             )
-        t = self.embed(self.stem(x)).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
+        if lrp is not None and self.cfg.stem:  # conv stem: ε-rule (gradient x input) with identity-rule GELUs
+            conv1, act1, conv2, act2 = self.stem
+            s = rules.identity_rule(act2, conv2(rules.identity_rule(act1, conv1(x))))
+        else:
+            s = self.stem(x)
+        t = self.embed(s).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
         t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
         return t + self.pos
 
-    def forward(self, x: torch.Tensor, *, return_attention: bool = False):
-        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer."""
-        h = self.tokens(x)
+    def forward(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
+        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer.
+
+        ``lrp`` (``"attnlrp"`` or ``"cp"``, eval mode) gives the same values with the
+        relevance-propagating backward of `structattn.nets.lrp`.
+        """
+        rules.check_rule(lrp)
+        if lrp is not None and self.training:
+            raise ValueError("lrp: relevance is defined for the eval-mode model (no dropout); call model.eval() first")
+        h = self.tokens(x, lrp=lrp)
         weights = []
         for blk in self.blocks:
-            h, w = blk(h, return_weights=return_attention)
+            h, w = blk(h, return_weights=return_attention, lrp=lrp)
             weights.append(w)
-        y = self.head(self.norm(h[:, 0]))
+        cls = h[:, 0]
+        y = self.head(self.norm(cls) if lrp is None else rules.layer_norm(self.norm, cls))
         return (y, weights) if return_attention else y

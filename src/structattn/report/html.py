@@ -50,6 +50,16 @@ class ReportContext:
     def sample(self):
         return self.sample_override if self.sample_override is not None else self.run.sample
 
+    @cached_property
+    def loop_analysis(self):
+        """The batched loop fit of the sample's loops (None without loops), computed once for
+        every section that shows loops (deterministic: same seed, one thread)."""
+        if self.sample.loops is None:
+            return None
+        from ..targets import _loop_analysis
+
+        return _loop_analysis(self.sample)
+
 
 def fig_to_html(fig, *, alt: str = "") -> str:
     buf = io.BytesIO()
@@ -136,6 +146,7 @@ def render_report(run_dir: str | Path, *, sample=None) -> str:
     from . import registration  # noqa: F401  (issue 14: points on the image, co-registration)
     from . import explain_section  # noqa: F401  (issue 4: explanation methods compared)
     from . import loop_section  # noqa: F401  (loops: descriptor maps, fit quality, example fits)
+    from . import explorer  # noqa: F401  (issue 17: the interactive explorer, plotly inlined)
     from . import domain_section  # noqa: F401  (registers "Domain patterns"; skips runs without it)
     from . import latent_section  # noqa: F401  (latents: maps, traversals, surrogate R²)
     from . import uncertainty_section  # noqa: F401  (issue 15: ensemble calibration, reliability plot)
