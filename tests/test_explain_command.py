@@ -15,7 +15,7 @@ from structattn.pipeline import RunConfig, run_pipeline
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     cfg = RunConfig(source="synthetic:seed=0,size=96,spacing=8", window=16, patch=4, dim=16, depth=1, heads=2,
-                    epochs=1, blocks=3, methods=("attention",), points="4", progress=False)
+                    epochs=1, blocks=3, methods=("attention",), points="4", progress=False, ensemble=1)
     run_pipeline(cfg, out)
     return out
 

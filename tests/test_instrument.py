@@ -358,7 +358,7 @@ def test_run_from_image_and_loops_computes_standard_descriptors(tmp_path, capsys
     out = tmp_path / "run"
     rc = main(["run", "--image", str(ibw), "--loops", str(tmp_path / "sub.npz"), "--out", str(out),
                "--epochs", "2", "--dim", "16", "--depth", "1", "--heads", "2", "--window", "16", "--patch", "4",
-               "--stem", "0", "--blocks", "3", "--methods", "attention", "--points", "6", "--no-cnn-baseline", "--no-domains", "--quiet"])
+               "--stem", "0", "--blocks", "3", "--methods", "attention", "--points", "6", "--no-cnn-baseline", "--no-domains", "--quiet", "--ensemble", "1"])
     assert rc == 0, capsys.readouterr().err
     assert (_state(ibw), _state(tmp_path / "sub.npz")) == before
     run = RunFolder(out)

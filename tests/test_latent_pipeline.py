@@ -19,7 +19,7 @@ def test_surrogate_path_end_to_end(tmp_path):
     sample = make_synthetic(size=96, spacing=6, margin=8, seed=0)  # 169 points: small and fast
     cfg = RunConfig(source="synthetic", targets="latent:0,1", latent_kind="vae", latent_size=3, beta=1.0,
                     window=16, patch=4, dim=16, depth=1, heads=2, epochs=2, batch_size=64, blocks=4,
-                    progress=False, seed=0)
+                    progress=False, seed=0, ensemble=1)
     res = run_pipeline(cfg, tmp_path / "run", sample=sample)
     out = res.out
     metrics = json.loads((out / "metrics.json").read_text())

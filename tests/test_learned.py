@@ -25,7 +25,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("learned") / "run"
     cfg = RunConfig(source=f"semisynthetic:image={TEXTURE},rules=wall_density+trend+noise,spacing=7,noise=0.1",
                     epochs=25, patience=8, cnn_baseline=False, methods=("attention",), points="8",
-                    progress=False, domains=False)
+                    progress=False, domains=False, ensemble=1)
     return run_pipeline(cfg, out)
 
 

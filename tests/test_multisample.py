@@ -16,7 +16,7 @@ from structattn.train.split import sample_split
 
 SOURCES = ["synthetic:seed=1,size=80,spacing=6", "synthetic:seed=2,size=80,spacing=6",
            "synthetic:seed=3,size=96,spacing=6"]
-TINY = ["--epochs", "2", "--dim", "16", "--depth", "1", "--heads", "2", "--window", "16", "--patch", "4", "--stem", "0",
+TINY = ["--ensemble", "1", "--epochs", "2", "--dim", "16", "--depth", "1", "--heads", "2", "--window", "16", "--patch", "4", "--stem", "0",
         "--methods", "attention", "--points", "6", "--no-cnn-baseline", "--no-domains", "--quiet"]
 
 

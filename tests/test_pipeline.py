@@ -65,13 +65,14 @@ def test_same_seed_same_result(tmp_path):
     b = run_pipeline(RunConfig(**cfg), tmp_path / "b")
     pa, pb = RunFolder(a.out).predictions, RunFolder(b.out).predictions
     np.testing.assert_array_equal(pa["y_pred"], pb["y_pred"])
+    np.testing.assert_array_equal(pa["y_std"], pb["y_std"])  # the deep ensemble too (default --ensemble 3)
     c = run_pipeline(RunConfig(**dict(cfg, seed=1)), tmp_path / "c")
     assert not np.array_equal(RunFolder(c.out).predictions["y_pred"], pa["y_pred"])
 
 
 def _quick(tmp_path, bundle, name, extra=()):
     return main(["run", str(bundle), "--out", str(tmp_path / name), "--epochs", "2", "--dim", "16", "--depth", "1",
-                 "--heads", "2", "--window", "16", "--blocks", "3", "--quiet", *extra])
+                 "--heads", "2", "--window", "16", "--blocks", "3", "--quiet", "--ensemble", "1", *extra])
 
 
 def test_bundle_with_targets_and_no_loops(tmp_path, small_sample):

@@ -23,7 +23,7 @@ from structattn.report.summary import summary_lines
 
 EVIL = "<img src=x onerror=alert(1)>"
 NEW_KEYS = ("baselines", "best_baseline", "margin", "learned", "verdict")
-TINY = dict(source="synthetic:size=96,spacing=6", window=16, patch=4, dim=16, depth=1, heads=2, epochs=2,
+TINY = dict(ensemble=1, source="synthetic:size=96,spacing=6", window=16, patch=4, dim=16, depth=1, heads=2, epochs=2,
             methods=("attention", "gradattn"), gallery=3, progress=False, seed=0)
 
 

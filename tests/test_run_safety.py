@@ -175,7 +175,7 @@ def test_names_from_data_are_text_in_terminal_and_report(tmp_path, capsys):
 # ------------------------------------------------------------------ signals and --resume
 RESUME_ARGS = ["synthetic:seed=1,size=96,spacing=6", "--window", "16", "--patch", "4", "--dim", "32",
                "--depth", "1", "--heads", "2", "--epochs", "40", "--no-cnn-baseline", "--methods", "attention",
-               "--no-domains", "--quiet"]
+               "--no-domains", "--quiet", "--ensemble", "1"]
 
 
 def test_sigterm_fails_loudly_and_resume_gives_the_uninterrupted_result(tmp_path, capsys):

@@ -88,6 +88,18 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "and 90° turns). Only when the property cannot depend on where or in which orientation a "
                         "structure sits in the patch")
     p.add_argument("--no-augment", action="store_true", help="same as --augment none (kept for old scripts)")
+    p.add_argument("--ensemble", type=int, default=d.ensemble,
+                   help=f"deep-ensemble size, the primary model included: each more member costs one more ViT "
+                        f"training and gives every prediction a calibrated uncertainty (default {d.ensemble}; 1 = off; "
+                        "see docs/uncertainty.md)")
+    p.add_argument("--ensemble-jobs", type=int, default=d.ensemble_jobs,
+                   help=f"ensemble members trained at once in worker processes, cores shared between them "
+                        f"(default {d.ensemble_jobs}: one after another)")
+    p.add_argument("--calibration", default=d.calibration, choices=("conformal", "scale", "scale+floor"),
+                   help="ensemble spread -> intervals on the validation blocks: normalised split-conformal quantiles "
+                        "(no distribution assumed), a Gaussian scale alone (the RMS of the validation z-scores), or "
+                        "a scale and a noise floor by Gaussian maximum likelihood (default "
+                        f"{d.calibration}; docs/uncertainty.md)")
     p.add_argument("--no-cnn-baseline", action="store_true",
                    help="skip the small CNN baseline (saves about the ViT's training time; mean, ridge and "
                         "position baselines always run)")
@@ -95,9 +107,41 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help=f"explanation methods, comma-separated (default {','.join(d.methods)})")
     p.add_argument("--points", default=d.points, help="points to explain: test, all or N test points (default test)")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"), help="where to train (default cpu)")
+    _add_parallel_options(p)
+    p.add_argument("--explain-batch", type=int, default=d.explain_batch,
+                   help=f"points explained at a time when streaming maps (default {d.explain_batch})")
+    p.add_argument("--score-points", type=int, default=d.score_points,
+                   help=f"explained points also scored; maps of all are written (default {d.score_points})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-domains", action="store_true",
                    help="skip attribution by domain class (default: on when a segmentation is available)")
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    """--accelerator/--devices/--num-nodes/--strategy/--precision, passed to Lightning (docs/scale.md)."""
+    g = p.add_argument_group("several processes, GPUs or nodes (Lightning DDP; see docs/scale.md)")
+    g.add_argument("--accelerator", default=None, choices=("cpu", "gpu", "auto"),
+                   help="cpu, gpu or auto (same as --device cpu/cuda/auto; default: --device)")
+    g.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node (default 1)")
+    g.add_argument("--num-nodes", type=int, default=1,
+                   help="machines, each running --devices processes started by torchrun or srun (default 1)")
+    g.add_argument("--strategy", default="auto", choices=("auto", "ddp", "ddp_spawn"),
+                   help="auto: ddp_spawn from one plain process, ddp under torchrun/srun (default auto)")
+    g.add_argument("--precision", default="32", choices=("32", "bf16-mixed"),
+                   help="32 or bf16-mixed (autocast, for GPUs; default 32)")
+
+
+def _device_from(args) -> str:
+    acc = getattr(args, "accelerator", None)
+    return {"gpu": "cuda", "cpu": "cpu", "auto": "auto"}[acc] if acc else getattr(args, "device", "cpu")
+
+
+def _parallel_from(args):
+    from .scale.parallel import check_parallel
+
+    return check_parallel(accelerator={"cuda": "gpu"}.get(_device_from(args), _device_from(args)),
+                          devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+                          precision=args.precision)
 
 
 def _add_file_options(p: argparse.ArgumentParser, *, title: str = "from instrument files (instead of a bundle; "
@@ -169,9 +213,12 @@ def _config_from_args(args, source: str):
         depth=args.depth, heads=args.heads, stem=args.stem, weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
-        device=args.device, progress=not args.quiet, domains=not args.no_domains,
+        device=_device_from(args), progress=not args.quiet, domains=not args.no_domains,
+        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+        explain_batch=args.explain_batch, score_points=args.score_points,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
-        split=getattr(args, "split", "blocks"),
+        split=getattr(args, "split", "blocks"), ensemble=args.ensemble, ensemble_jobs=args.ensemble_jobs,
+        calibration=args.calibration,
     )
 
 
@@ -257,12 +304,14 @@ def _add_demo(p):
 
 
 # --- issue 4: explanations compared and scored -----------------------------------------
-def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool) -> dict:
-    from .explain_run import auroc_lines, explain_run
+def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool, parallel=None, batch: int = 64,
+                       score_points: int | None = None) -> dict:
+    from .explain_run import SCORE_POINTS, auroc_lines, explain_run
     from .report.html import write_report
 
     step = None if quiet else (lambda s: console.print(Text(f"  explaining and scoring {s}", style="dim"), soft_wrap=True))
-    section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step)
+    section = explain_run(run_dir, methods=methods, points=points, seed=seed, on_step=step, parallel=parallel,
+                          batch=batch, score_points=score_points or SCORE_POINTS)
     write_report(run_dir)
     for line in auroc_lines(section):
         console.print(Text.assemble(("• ", "dim"), line), soft_wrap=True)
@@ -271,7 +320,8 @@ def _explain_and_score(run_dir, *, methods, points: str, seed: int, quiet: bool)
 
 def cmd_explain(args) -> int:
     t0 = time.perf_counter()
-    _explain_and_score(args.run, methods=args.methods, points=args.points, seed=args.seed, quiet=args.quiet)
+    _explain_and_score(args.run, methods=args.methods, points=args.points, seed=args.seed, quiet=args.quiet,
+                       parallel=_parallel_from(args), batch=args.batch, score_points=args.score_points)
     console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s → {args.run}/metrics.json, "
                                 "explanations.h5, report.html"), soft_wrap=True)
     return 0
@@ -284,6 +334,10 @@ def _add_explain(p):
     p.add_argument("--points", default="test", help="points to explain: test, all or N test points (default test)")
     p.add_argument("--seed", type=int, default=0, help="seed for the point choice, SHAP and the randomisation check")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--batch", type=int, default=64, help="points explained at a time when streaming (default 64)")
+    p.add_argument("--score-points", type=int, default=256,
+                   help="explained points also scored; maps of all are written (default 256)")
+    _add_parallel_options(p)
 # ----------------------------------------------------------------------------------------
 
 
@@ -332,6 +386,76 @@ def cmd_domains(args) -> int:
     return 0
 
 
+# --- issue 15: dense maps with uncertainty, and where to measure next ----------------------
+def _add_predict(p):
+    p.add_argument("run", metavar="RUN", help="a finished run folder (from structattn run/demo)")
+    p.add_argument("--step", type=int, required=True, help="grid pitch in pixels (1 = every pixel)")
+    p.add_argument("--out", required=True, help="the .h5 file to write (a .png of the maps goes beside it)")
+    p.add_argument("--image", default=None,
+                   help="another structure image of the same kind (same channel names: .gwy, .ibw, NSID .h5, "
+                        ".npz, .npy), standardised with its own statistics (default: the run's image)")
+    p.add_argument("--batch", type=int, default=256,
+                   help="positions predicted at a time; bounds memory (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
+
+
+def cmd_predict(args) -> int:
+    from .maps import predict_dense
+
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def step(done: int, total: int) -> None:
+        if time.perf_counter() - last[0] > 5 or done == total:
+            last[0] = time.perf_counter()
+            console.print(Text(f"  {done}/{total} positions", style="dim"), soft_wrap=True)
+
+    res = predict_dense(args.run, step=args.step, out=args.out, image=args.image, batch=args.batch,
+                        overwrite=args.overwrite, figure=not args.no_figure, on_batch=step)
+    console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s: {res.n_positions} "
+                                f"positions ({res.shape[0]} x {res.shape[1]}), {res.members} model(s), peak memory "
+                                f"{res.peak_rss_mb:.0f} MiB → {res.path}"
+                                + (f", {res.figure}" if res.figure else "")), soft_wrap=True)
+    return 0
+
+
+def _add_suggest(p):
+    from .acquire import GOAL_HELP
+
+    p.add_argument("run", metavar="RUN", help="a finished run folder trained with --ensemble 2 or more")
+    p.add_argument("--n", type=int, required=True, help="how many positions to suggest")
+    p.add_argument("--out", required=True, help="the .csv to write (a .png overlay goes beside it)")
+    p.add_argument("--goal", default=None,
+                   help=f"rank by expected improvement toward a goal: {GOAL_HELP} (default: rank by uncertainty)")
+    p.add_argument("--target", default=None, help="without --goal: rank by this target's uncertainty alone "
+                                                  "(default: all targets)")
+    p.add_argument("--step", type=int, default=None,
+                   help="candidate grid pitch in pixels (default: half the measured points' spacing)")
+    p.add_argument("--exclude", type=float, default=None,
+                   help="drop candidates closer than this many pixels to a measured point (default: a third of the "
+                        "spacing, at least 1)")
+    p.add_argument("--min-distance", type=float, default=None,
+                   help="suggested positions at least this many pixels apart (default: twice the spacing)")
+    p.add_argument("--batch", type=int, default=256, help="positions predicted at a time (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
+
+
+def cmd_suggest(args) -> int:
+    from .suggest import suggest
+
+    res = suggest(args.run, n=args.n, out=args.out, goal=args.goal, target=args.target, step=args.step,
+                  exclude=args.exclude, min_distance=args.min_distance, batch=args.batch, overwrite=args.overwrite,
+                  figure=not args.no_figure)
+    console.print(Text(f"ranked {res.n_candidates} unmeasured positions by {res.acquisition}"), soft_wrap=True)
+    for k, ((r, c), s) in enumerate(zip(res.positions[:5], res.scores[:5]), start=1):
+        console.print(Text(f"  {k}. row {r:.0f}, col {c:.0f}: score {s:.3g}"), soft_wrap=True)
+    console.print(Text.assemble(("done", "bold green"), f" in {res.seconds:.0f} s → {res.path}"
+                                + (f", {res.figure}" if res.figure else "")), soft_wrap=True)
+    return 0
+
+
 SUBCOMMANDS = {
     "run": ("train on a data bundle, explain, and write a run folder", lambda p: _add_run_options(p, demo=False), cmd_run),
     "demo": ("run the whole pipeline on the bundled synthetic default data", _add_demo, cmd_demo),
@@ -340,6 +464,10 @@ SUBCOMMANDS = {
     "explain": ("explain a run with several methods and score them (faithfulness, ground truth, "
                 "agreement, randomisation, cost)", _add_explain, cmd_explain),
     "domains": ("attribution by domain class (c+, c-, a, walls) for a run folder", _add_domains, cmd_domains),
+    "predict": ("predict every target and its uncertainty on a dense grid of the structure image -> maps.h5",
+                _add_predict, cmd_predict),
+    "suggest": ("rank unmeasured positions by an acquisition function: where to measure next -> next.csv",
+                _add_suggest, cmd_suggest),
 }
 
 

@@ -21,6 +21,9 @@ from .points import check_points_spec, choose_points
 from .runfolder import RunFolder, write_explanations
 
 
+SCORE_POINTS = 256  # points scored (ground truth, faithfulness, randomisation); all maps are written
+
+
 def parse_methods(spec: str | Sequence[str]) -> tuple[str, ...]:
     """"attention,rollout" or a sequence -> validated tuple of registry keys."""
     names = tuple(s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip())
@@ -56,10 +59,22 @@ def explain_run(
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
     sample=None,
+    parallel=None,
+    batch: int = 64,
+    score_points: int = SCORE_POINTS,
+    shard_dir: str | Path | None = None,
 ) -> dict:
     """Explain and score a run folder in place; returns the ``explanations`` metrics section.
 
     ``sample`` (optional) is the run's already loaded `Sample`, saving a re-read.
+
+    Up to `score_points` points, and one process, everything happens in memory as it always
+    did. Beyond that (or with several processes, ``parallel`` a `structattn.scale.Parallel`)
+    the maps of all points are explained `batch` at a time from patches cut on the fly and
+    streamed into explanations.h5 (`structattn.scale.explain_points`, a Lightning predict
+    loop whose DDP ranks write shards), and the scores (ground truth, deletion/insertion,
+    randomisation, agreement) are computed on `score_points` points spread evenly over the
+    explained ones: memory is bounded by the batch and the scored subset, not by the points.
     """
     rf = RunFolder(run_dir)
     names = parse_methods(methods)
@@ -70,21 +85,42 @@ def explain_run(
     index = _points(split, str(points), seed=seed)
     if len(index) == 0:
         raise ValueError(f"--points: no points to explain for {points!r} in {rf.path}")
+    if isinstance(score_points, bool) or not isinstance(score_points, (int, np.integer)) or score_points < 1:
+        raise ValueError(f"--score-points: expected a number of points >= 1, got {score_points!r}")
+    world = 1 if parallel is None else parallel.world_size
+    stream = len(index) > score_points or world > 1
+    scored = index if not stream else index[np.unique(np.linspace(0, len(index) - 1, min(score_points, len(index)))
+                                                      .round().astype(int))]
     pad = "edge" if trained.pad_mode == "exclude" else trained.pad_mode
-    patches = extract_patches(sample.image, sample.positions[index], window=window, pad_mode=pad)
+    patches = extract_patches(sample.image, sample.positions[scored], window=window, pad_mode=pad)
     x = trained.standardise(patches)
     targets = list(trained.target_names)
-    masks = {t: m for t in targets if (m := truth_masks(sample, target=t, window=window, index=index)) is not None}
+    masks = {t: m for t in targets if (m := truth_masks(sample, target=t, window=window, index=scored)) is not None}
     within = {t: w for t in masks if (w := truth_within(sample, target=t, window=window)) is not None}
     scores, maps = evaluate_methods(
         trained.model, x, methods=names, targets=list(range(len(targets))), target_names=targets,
         masks=masks or None, within=within or None, options=options, seed=seed, on_step=on_step,
     )
-    by_method = {m: {t: maps[t][m] for t in targets} for m in list(names) + ["centre"]}
-    write_explanations(rf.path / "explanations.h5", point_index=index, maps=by_method,
-                       attrs={"window": window, "patch": trained.model.cfg.patch, "pad_mode": trained.pad_mode})
+    attrs = {"window": window, "patch": trained.model.cfg.patch, "pad_mode": trained.pad_mode}
+    if not stream:
+        by_method = {m: {t: maps[t][m] for t in targets} for m in list(names) + ["centre"]}
+        write_explanations(rf.path / "explanations.h5", point_index=index, maps=by_method, attrs=attrs)
+    else:
+        from .scale import PatchSource, explain_points
+
+        del maps, patches, x
+        if on_step:
+            on_step(f"maps of all {len(index)} points, {batch} at a time ({world} process(es))")
+        source = PatchSource(sample.image, sample.positions, window=window, pad_mode=trained.pad_mode,
+                             mean=trained.channel_mean, std=trained.channel_std)
+        explain_points(trained.model, source, rf.path / "explanations.h5", methods=list(names) + ["centre"],
+                       target_names=targets, index=index, attrs=attrs, batch=batch, parallel=parallel,
+                       options=options, shard_dir=shard_dir)
     section = {
         "n_points": int(len(index)),
+        "n_scored": int(len(scored)),
+        "scored_on": "every explained point" if not stream else
+                     f"{len(scored)} of the {len(index)} explained points, spread evenly (--score-points)",
         "points": str(points),
         "methods": list(names),
         "baseline_value": 0.0,

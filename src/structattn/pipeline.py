@@ -1,6 +1,6 @@
 """The whole run as a short list of named stages.
 
-    load -> geometry -> split -> targets -> fit -> baselines -> per sample -> write -> explain -> domains -> report
+    load -> geometry -> split -> targets -> fit -> uncertainty -> baselines -> per sample -> write -> explain -> domains -> report
 
 `run_pipeline` is what ``structattn run`` and ``structattn demo`` call; each stage is a
 function taking what the previous ones returned, and nothing re-reads what the run itself
@@ -14,7 +14,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,12 @@ from .data.sample import Sample
 from .explain import EXPLAINERS
 from .nets.vit import ViTConfig
 from .points import check_points_spec, choose_points
-from .runfolder import CHECKPOINTS, RunFolder, atomic_write_json, staged_run_folder, write_explanations
+from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .targets import TargetSet, resolve_targets
 from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
+from .train.uncertainty import CALIBRATIONS
 from .train.trainer import AUGMENTATIONS, TrainConfig, TrainedModel, check_augment, fit_vit, standardise_patches
 
 
@@ -61,6 +62,9 @@ class RunConfig:
     val_fraction: float = 0.15  # share of blocks for validation
     test_fraction: float = 0.2  # share of blocks for test
     buffer: int | None = None  # px around val/test blocks without training points; None = window // 4
+    ensemble: int = 3  # deep-ensemble size, the primary model included: uncertainty per prediction (1 = off)
+    ensemble_jobs: int = 1  # ensemble members trained at once in worker processes (1 = one after another)
+    calibration: str = "conformal"  # ensemble spread -> predictive std, fitted on the validation blocks (docs/uncertainty.md)
     cnn_baseline: bool = True  # also train the small CNN baseline (doubles training time; mean/ridge/position always run)
     methods: tuple[str, ...] = ("attention", "rollout", "gradattn")  # fast methods by default; shap/ig/occlusion via --methods or `structattn explain`
     points: str = "test"  # which points to explain: "test", "all" or a number of test points
@@ -70,6 +74,12 @@ class RunConfig:
     latent_size: int = 3  # --targets latent: number of latents
     beta: float = 1.0  # --targets latent: KL weight of the VAE
     device: str = "cpu"  # "cpu", "cuda" or "auto"
+    devices: int = 1  # processes (CPU) or GPUs per node for training, explaining (Lightning DDP; docs/scale.md)
+    num_nodes: int = 1  # machines, each running `devices` processes started by torchrun / srun
+    strategy: str = "auto"  # "auto" (ddp_spawn from one plain process, ddp under a launcher), "ddp", "ddp_spawn"
+    precision: str = "32"  # "32" or "bf16-mixed" (autocast; GPUs; attention checked against fp32 in docs/scale.md)
+    explain_batch: int = 64  # points explained at a time when streaming (bounds memory)
+    score_points: int = 256  # explained points that are also scored (all maps are written)
     progress: bool = True  # progress bars
     domains: bool = True  # attribution by domain class (issue 6) when labels or amplitude+phase exist
 
@@ -89,6 +99,12 @@ class RunConfig:
                 raise ValueError(f"{flag}: expected >= 0, got {getattr(self, name)}")
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise ValueError(f"--ensemble: expected a number of models >= 1 (1 = no uncertainty), got {self.ensemble!r}")
+        if not isinstance(self.ensemble_jobs, int) or self.ensemble_jobs < 1:
+            raise ValueError(f"--ensemble-jobs: expected >= 1, got {self.ensemble_jobs!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"--calibration: expected one of {CALIBRATIONS}, got {self.calibration!r}")
         if self.blocks < 2:
             raise ValueError(f"--blocks: expected >= 2 blocks per side, got {self.blocks}")
         if self.split not in SAMPLE_SPLITS:
@@ -107,6 +123,20 @@ class RunConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device: cuda asked for, but torch {torch.__version__} sees no CUDA GPU on this "
                              "machine; use --device cpu (or auto)")
+
+        self.parallel()  # --devices, --num-nodes, --strategy, --precision: one-line errors now, not after loading
+        for name, flag in (("explain_batch", "--explain-batch"), ("score_points", "--score-points")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{flag}: expected a whole number >= 1, got {v!r}")
+
+    def parallel(self):
+        """The validated `structattn.scale.Parallel` of this run."""
+        from .scale.parallel import check_parallel
+
+        return check_parallel(accelerator={"cpu": "cpu", "cuda": "gpu", "auto": "auto"}[self.device],
+                              devices=self.devices, num_nodes=self.num_nodes, strategy=self.strategy,
+                              precision=self.precision)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -222,6 +252,10 @@ class Fitted:
     pred: np.ndarray  # (N, K), NaN for points without a patch
     scores: dict  # target -> test scores (+ baselines and verdict after `baselines_stage`)
     baselines: BaselineResult | None = None
+    members: list = field(default_factory=list)  # TrainedModel of ensemble members 1..M-1 (0 is `trained`)
+    y_mean: np.ndarray | None = None  # (N, K) ensemble mean (None without an ensemble)
+    y_std: np.ndarray | None = None  # (N, K) calibrated predictive std
+    uncertainty: dict = field(default_factory=dict)  # metrics.json "uncertainty"
 
 
 def load_stage(cfg: RunConfig, sample: Sample | None, say) -> tuple[Sample, str]:
@@ -350,8 +384,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
-                            seed=cfg.seed, device=cfg.device,
-                            progress=cfg.progress)
+                            seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
+                            num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
                            channel_std=d.channel_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
@@ -369,6 +403,75 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     scores = {name: {**s, "unit": u} for (name, s), u in
               zip(regression_scores(d.y[d.test], pred[d.test], d.targets.names).items(), d.targets.units)}
     return Fitted(trained=trained, vit_cfg=vit_cfg, train_cfg=train_cfg, history=history, pred=pred, scores=scores)
+
+
+def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray, say,
+                      checkpoints: Path | None = None) -> None:
+    """Deep ensemble: members 1..M-1, spread calibrated on validation, coverage on test.
+
+    Fills f.members, f.y_mean, f.y_std, f.uncertainty and, per target, ``coverage_68``,
+    ``coverage_95`` (None without an ensemble), ``r2_ensemble``. The ViT's ``r2`` (and so
+    the verdict) stays the primary model's.
+    """
+    from .train.ensemble import fit_members, member_seed
+    from .train.uncertainty import LEVELS, ensemble_stats, fit_calibration, reliability, uncertainty_scores
+
+    names = d.targets.names
+    if cfg.ensemble < 2:
+        f.uncertainty = {"members": 1, "what": "off (--ensemble 1): no uncertainty, no coverage"}
+        for name in names:
+            f.scores[name].update(coverage_68=None, coverage_95=None)
+        return
+    t0 = time.perf_counter()
+    how = "one after another" if cfg.ensemble_jobs == 1 else f"{min(cfg.ensemble_jobs, cfg.ensemble - 1)} at once"
+    say(f"uncertainty: training {cfg.ensemble - 1} more ViT(s) for a deep ensemble of {cfg.ensemble} ({how})")
+    image_z = (standardise_patches(d.sample.image[None], d.channel_mean, d.channel_std)[0]
+               if cfg.pretrain_epochs > 0 else None)
+    tm = f.trained
+    fitted = fit_members(d.x, (d.y - tm.target_mean) / tm.target_std, train_index=d.train, val_index=d.val,
+                         vit=f.vit_cfg, train=f.train_cfg, members=cfg.ensemble, jobs=cfg.ensemble_jobs,
+                         pretrain_image=image_z, checkpoint_dir=None if checkpoints is None else checkpoints / "ensemble",
+                         on_member=lambda k, h: say(f"  member {k} (seed {member_seed(cfg.seed, k)}): best epoch "
+                                                    f"{h['best_epoch']}, {h['seconds']:.0f} s"))
+    f.members = [TrainedModel(model=m, target_names=names, channel_mean=tm.channel_mean, channel_std=tm.channel_std,
+                              target_mean=tm.target_mean, target_std=tm.target_std, pad_mode=tm.pad_mode,
+                              extra=dict(tm.extra, member=k, seed=member_seed(cfg.seed, k)))
+                 for k, (m, _) in enumerate(fitted, start=1)]
+    preds = np.full((cfg.ensemble, *d.y.shape), np.nan)
+    preds[0] = f.pred
+    for k, m in enumerate(f.members, start=1):
+        preds[k][usable] = m.predict(d.patches[usable])
+    mean, spread = np.full_like(d.y, np.nan, dtype=np.float64), np.full_like(d.y, np.nan, dtype=np.float64)
+    mean[usable], spread[usable] = ensemble_stats(preds[:, usable])
+    cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], method=cfg.calibration)
+    std = np.full_like(spread, np.nan)
+    std[usable] = cal.apply(spread[usable])
+    f.y_mean, f.y_std = mean.astype(np.float32), std.astype(np.float32)
+    test = uncertainty_scores(d.y[d.test], mean[d.test], spread[d.test], cal, names)
+    rel = reliability(d.y[d.test], mean[d.test], spread[d.test], cal)
+    ens_r2 = regression_scores(d.y[d.test], mean[d.test], names)
+    for name in names:
+        f.scores[name].update(coverage_68=test[name]["coverage_68"], coverage_95=test[name]["coverage_95"],
+                              r2_ensemble=ens_r2[name]["r2"])
+    seconds = time.perf_counter() - t0
+    f.uncertainty = {
+        "members": cfg.ensemble,
+        "seeds": [member_seed(cfg.seed, k) for k in range(cfg.ensemble)],
+        "what": (f"deep ensemble of {cfg.ensemble} ViTs (seeds differ, same split and options); interval centre = "
+                 "ensemble mean, std = calibrated member spread"),
+        "calibration": {**cal.to_dict(names),
+                        "fitted_on": f"validation blocks ({len(d.val)} points)",
+                        "formula": ("interval at level p = mean +- quantiles[p] * spread (normalised split-conformal); "
+                                    "std = scale * spread, the 68.27 % half-width" if cal.method == "conformal" else
+                                    "std = sqrt((scale * spread)^2 + floor^2); interval = mean +- z_p * std")},
+        "test": test,
+        "reliability": {"levels": list(LEVELS), "observed": {n: rel[:, k].tolist() for k, n in enumerate(names)}},
+        "member_history": [{"best_epoch": h["best_epoch"], "stopped_epoch": h["stopped_epoch"],
+                            "seconds": h["seconds"]} for _, h in fitted],
+        "seconds": seconds,
+    }
+    say("uncertainty: test coverage of the 68 % / 95 % intervals: " + ", ".join(
+        f"{n} {test[n]['coverage_68']:.2f} / {test[n]['coverage_95']:.2f}" for n in names) + f" ({seconds:.0f} s)")
 
 
 def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Path | None = None) -> None:
@@ -411,6 +514,7 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
                                              "split leaks"),
         },
         "training": f.history,
+        "uncertainty": f.uncertainty,
         **({"samples": _samples_summary(d)} if isinstance(d.split, SampleSplit) else {}),
         "baselines": {} if f.baselines is None else {
             "info": f.baselines.info,
@@ -418,7 +522,13 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
         },
     }
     f.trained.save(stage / "model.pt")
+    if f.members:  # deep-ensemble members 1..M-1; model.pt is member 0
+        (stage / ENSEMBLE_DIR).mkdir(exist_ok=True)
+        for k, m in enumerate(f.members, start=1):
+            m.save(stage / ENSEMBLE_DIR / f"member_{k}.pt")
     extra_pred = {} if f.baselines is None else {f"y_pred_{k}": v for k, v in f.baselines.predictions.items()}
+    if f.y_std is not None:  # ensemble mean and calibrated predictive std
+        extra_pred.update(y_mean=f.y_mean, y_std=f.y_std)
     if "samples" in d.sample.meta:  # several samples: which one each point belongs to
         extra_pred.update(sample=np.asarray(d.sample.meta["samples"]["sample_of_point"], int),
                           sample_names=np.array(d.sample.meta["samples"]["names"]))
@@ -448,13 +558,15 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
     return metrics
 
 
-def explain_stage(stage: Path, cfg: RunConfig, d: Prepared, index: np.ndarray, say, progress) -> None:
+def explain_stage(stage: Path, cfg: RunConfig, d: Prepared, index: np.ndarray, say, progress,
+                  shard_dir: Path | None = None) -> None:
     """The same code as `structattn explain RUN` (maps + scores, in place)."""
     from .explain_run import auroc_lines, explain_run
 
     say(f"explaining {len(index)} points with {', '.join(cfg.methods)} and scoring them")
     section = explain_run(stage, methods=cfg.methods, points=cfg.points, seed=cfg.seed, on_step=progress,
-                          sample=d.sample)
+                          sample=d.sample, parallel=cfg.parallel(), batch=cfg.explain_batch,
+                          score_points=cfg.score_points, shard_dir=shard_dir)
     for line in auroc_lines(section):
         say(line)
 
@@ -514,6 +626,7 @@ def run_pipeline(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    _shard_dir: Path | None = None,
 ) -> RunResult:
     """Run every stage and write the run folder `out` (atomically).
 
@@ -532,6 +645,23 @@ def run_pipeline(
     t_start = time.perf_counter()
     out = Path(out)
     inputs = source_files(cfg.source)
+    from .scale.parallel import global_rank, launched_externally
+
+    # ranks started by a launcher: explanation shards go beside the real destination (a file
+    # system every rank sees); otherwise inside the staging folder
+    shard_dir = out.resolve().parent / f".{out.name}.explain-shards" if launched_externally() else None
+    rank = global_rank(cfg.devices)
+    if rank != 0 and _shard_dir is None:  # a launcher (torchrun, srun) started every rank: only rank 0 writes `out`
+        import shutil
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix=f".structattn-rank{rank}-"))
+        try:
+            return run_pipeline(cfg, scratch / "run", sample=sample, log=None, progress=None,
+                                _shard_dir=shard_dir or out.resolve().parent / f".{out.name}.explain-shards")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    shard_dir = _shard_dir or shard_dir
     with staged_run_folder(out, overwrite=overwrite, inputs=inputs, fingerprint=run_fingerprint(cfg),
                            resume=resume, say=say) as stage:
         sample, checksum = load_stage(cfg, sample, say)
@@ -541,11 +671,12 @@ def run_pipeline(
         usable, split = split_stage(cfg, sample, geo)
         data = targets_stage(cfg, sample, checksum, geo, usable, split, say)
         fitted = fit_stage(cfg, data, usable, say, checkpoints)
+        uncertainty_stage(cfg, data, fitted, usable, say, checkpoints)
         baselines_stage(cfg, data, fitted, say, checkpoints)
         per_sample_stage(data, fitted, say)
         index = choose_points(data.test, sample.n_points, cfg.points, seed=cfg.seed)
         write_stage(stage, cfg, data, fitted, index)
-        explain_stage(stage, cfg, data, index, say, progress)
+        explain_stage(stage, cfg, data, index, say, progress, shard_dir=shard_dir)
         if cfg.domains:
             domains_stage(stage, cfg, data, index, say)
         report_stage(stage, data, say)

@@ -8,8 +8,10 @@ are replaced atomically (write a temp file, then ``os.replace``).
 Layout:
   config.json       resolved run config, model config, versions, data source and checksum
   metrics.json      per target test R² / MAE, the split, training history, scores
-  model.pt          weights, architecture, scalers (`TrainedModel.load`)
-  predictions.npz   point_index, positions, y_true, y_pred (N, K), split (0/1/2, -1 unused)
+  model.pt          weights, architecture, scalers (`TrainedModel.load`); deep-ensemble member 0
+  ensemble/         member_<k>.pt, the other members (k = 1..M-1), when --ensemble > 1
+  predictions.npz   point_index, positions, y_true, y_pred (N, K), split (0/1/2, -1 unused);
+                    with an ensemble also y_mean (ensemble mean) and y_std (calibrated std)
   explanations.h5   /point_index (M,), /<method>/<target> float32 (M, w, w)
   report.html       self-contained report
 """
@@ -96,6 +98,7 @@ def write_explanations(path: Path, *, point_index: np.ndarray, maps: dict, attrs
 
 MARKER = ".structattn-run"  # every finished run folder holds it; --overwrite replaces only such folders
 OWNER = ".owner.json"  # inside a staging folder: who is writing it (pid, host) and what (config fingerprint)
+ENSEMBLE_DIR = "ensemble"  # inside a run folder: deep-ensemble members 1..M-1 (member_<k>.pt)
 CHECKPOINTS = "checkpoints"  # inside a staging folder: training checkpoints for --resume (removed on success)
 
 
@@ -326,6 +329,26 @@ class RunFolder:
         from .train.trainer import TrainedModel
 
         return TrainedModel.load(self.path / "model.pt")
+
+    @cached_property
+    def members(self) -> list:
+        """Every deep-ensemble member as a `TrainedModel`: model.pt first, then ensemble/member_<k>.pt."""
+        from .train.trainer import TrainedModel
+
+        n = int((self.metrics.get("uncertainty") or {}).get("members", 1))
+        paths = [self.path / ENSEMBLE_DIR / f"member_{k}.pt" for k in range(1, n)]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"RUN: {self.path} lists {n} ensemble members but {ENSEMBLE_DIR}/ lacks {missing}")
+        return [self.model] + [TrainedModel.load(p) for p in paths]
+
+    @property
+    def calibration(self):
+        """The `Calibration` of the ensemble spread, or None for a run without an ensemble."""
+        from .train.uncertainty import Calibration
+
+        cal = (self.metrics.get("uncertainty") or {}).get("calibration")
+        return None if cal is None else Calibration.from_dict(cal, self.model.target_names)
 
     @cached_property
     def sample(self):

@@ -149,6 +149,7 @@ def render_report(run_dir: str | Path, *, sample=None) -> str:
     from . import explorer  # noqa: F401  (issue 17: the interactive explorer, plotly inlined)
     from . import domain_section  # noqa: F401  (registers "Domain patterns"; skips runs without it)
     from . import latent_section  # noqa: F401  (latents: maps, traversals, surrogate R²)
+    from . import uncertainty_section  # noqa: F401  (issue 15: ensemble calibration, reliability plot)
 
     ctx = ReportContext(run=_PartialRun(run_dir), sample_override=sample)
     cfg = ctx.run.config

@@ -41,6 +41,10 @@ class TrainConfig:
     seed: int = 0  # seeds weights, batches and augmentation
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # show Lightning's progress bar
+    devices: int = 1  # processes (CPU) or GPUs per node; > 1 trains with Lightning's DDP (docs/scale.md)
+    num_nodes: int = 1  # machines, each running `devices` processes (started by torchrun / srun)
+    strategy: str = "auto"  # "auto", "ddp" or "ddp_spawn" (see structattn.scale.parallel)
+    precision: str = "32"  # "32" or "bf16-mixed" (autocast; for GPUs)
 
 
 AUGMENTATIONS = ("none", "flips", "dihedral")
@@ -113,6 +117,19 @@ class RegressionModule(L.LightningModule):
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])
 
+    # ddp_spawn pickles the module to its workers; a torch.Generator would travel as a
+    # shared-memory tensor, which the spawn launcher rejects ("bad value(s) in fds_to_keep")
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_gen"] = self._gen.get_state().numpy().copy()
+        state["loader_gen"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        gen = torch.Generator()
+        gen.set_state(torch.from_numpy(state["_gen"]))
+        self.__dict__.update({**state, "_gen": gen})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
@@ -123,7 +140,7 @@ class RegressionModule(L.LightningModule):
         x, y = batch
         x = _augment(x, self.tcfg.augment, self._gen)
         loss = torch.nn.functional.mse_loss(self.model(x), y)
-        self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
+        self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x), sync_dist=True)
         self._loss_sum += float(loss.detach()) * len(x)
         self._loss_n += len(x)
         return loss
@@ -131,7 +148,8 @@ class RegressionModule(L.LightningModule):
     def validation_step(self, batch, _):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.model(x), y)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # sync_dist: every DDP rank sees the same mean validation loss (early stopping, best epoch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         # this epoch's mean training loss and its validation loss (validation ran before this hook)
@@ -169,6 +187,16 @@ class _KeepBest(Callback):
             self.best, self.epoch = val, int(trainer.current_epoch)
             self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # the best weights into the module itself: under ddp_spawn only the module's weights
+        # come back to the calling process, not this callback's state
+        if self.state is not None:
+            pl_module.model.load_state_dict(self.state)
+        if trainer.world_size > 1 and trainer.is_global_zero and self.report is not None:
+            torch.save({"history": pl_module.history, "best": self.best, "epoch": self.epoch}, self.report)
+
+    report: Path | None = None  # where rank 0 leaves history and best epoch for the caller (DDP)
+
     def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps the best epoch
         return {"best": self.best, "epoch": self.epoch, "state": self.state}
 
@@ -186,8 +214,9 @@ class _EpochCheckpoint(Checkpoint):  # a Checkpoint: Lightning calls it after th
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         tmp = self.path.with_suffix(".ckpt.tmp")
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        trainer.save_checkpoint(tmp)  # every rank calls it, rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
 
 def fit_vit(
@@ -237,7 +266,7 @@ def fit_vit(
 
 def fit_model(
     model: torch.nn.Module,
-    x: np.ndarray,
+    x,
     y: np.ndarray,
     *,
     train_index: np.ndarray,
@@ -246,6 +275,11 @@ def fit_model(
     checkpoint_dir: Path | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train any regressor (the ViT, the CNN baseline) with the same loop; see `fit_vit`.
+
+    `x` is an (N, C, w, w) array of standardised patches or a `structattn.scale.PatchSource`
+    (patches cut on the fly, memory bounded by the batch). ``train.devices`` /
+    ``num_nodes`` / ``strategy`` / ``precision`` go to Lightning (DDP over several
+    processes, GPUs or nodes; see docs/scale.md).
 
     With `checkpoint_dir`, a Lightning checkpoint (``last.ckpt``: weights, optimiser,
     schedule, early stopping, best epoch, random streams) is written after every epoch and
@@ -260,15 +294,28 @@ def fit_model(
         return model.cpu().eval(), payload["history"]
     for name in ("lightning.pytorch", "lightning.fabric"):  # no banner/tips; our caller reports progress
         logging.getLogger(name).setLevel(logging.WARNING)
+    from ..scale.parallel import check_parallel, trainer_kwargs
+    from ..scale.patches import PatchDataset, PatchSource
+
+    accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}.get(train.device)
+    if accel is None:
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {train.device!r}")
+    par = check_parallel(accelerator=accel, devices=train.devices, num_nodes=train.num_nodes,
+                         strategy=train.strategy, precision=train.precision)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.float32)
     gen = torch.Generator().manual_seed(train.seed)
-    tr = DataLoader(TensorDataset(xt[train_index], yt[train_index]), batch_size=train.batch_size, shuffle=True,
-                    generator=gen)
-    va = DataLoader(TensorDataset(xt[val_index], yt[val_index]), batch_size=256)
+    if isinstance(x, PatchSource):  # patches cut per batch: memory bounded by the batch, not N
+        ya = np.asarray(y, np.float32)
+        tr_set, va_set = PatchDataset(x, train_index, ya[train_index]), PatchDataset(x, val_index, ya[val_index])
+    else:
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        tr_set, va_set = TensorDataset(xt[train_index], yt[train_index]), TensorDataset(xt[val_index], yt[val_index])
+    # several processes: Lightning shuffles with a DistributedSampler seeded by seed_everything
+    tr = DataLoader(tr_set, batch_size=train.batch_size, shuffle=True, generator=gen if par.world_size == 1 else None)
+    va = DataLoader(va_set, batch_size=256)
     module = RegressionModule(model, train)
-    module.loader_gen = gen
+    module.loader_gen = gen if par.world_size == 1 else None
     keep = _KeepBest()
     stop = EarlyStopping(monitor="val_loss", patience=train.patience, mode="min")
     callbacks: list[Callback] = [keep, stop]
@@ -278,16 +325,13 @@ def fit_model(
         callbacks.append(_EpochCheckpoint(ck_dir / "last.ckpt"))  # after early stopping has updated
         if (ck_dir / "last.ckpt").is_file():
             resume_from = str(ck_dir / "last.ckpt")
-    accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}.get(train.device)
-    if accel is None:
-        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {train.device!r}")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        keep.report = Path(tmp) / "keep_best.pt"
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
         trainer = L.Trainer(
             max_epochs=train.epochs,
-            accelerator=accel,
-            devices=1,
+            **trainer_kwargs(par),
             deterministic=True,
             logger=False,
             enable_checkpointing=ck_dir is not None,
@@ -304,6 +348,10 @@ def fit_model(
                 raise
             raise ValueError(f"--resume: cannot continue from {resume_from} ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); run again without --resume") from None
+        if par.world_size > 1 and keep.report.is_file():  # ddp_spawn: history and best epoch from rank 0
+            rep = torch.load(keep.report, map_location="cpu", weights_only=False)
+            module.history, keep.best, keep.epoch = rep["history"], rep["best"], rep["epoch"]
+            keep.state = None  # the module already holds the best weights (on_train_end)
     model = module.model.cpu()
     if keep.state is not None:
         model.load_state_dict(keep.state)

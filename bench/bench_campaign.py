@@ -1,0 +1,358 @@
+"""Simulated measurement campaign (issue 15): does choosing where to measure beat random and a grid?
+
+For each data set the product's own preparation (`structattn.pipeline`: geometry, spatial-block
+split, targets, standardised patches) gives a fixed test part (the test blocks) and a *pool*
+(the training and validation blocks): the points one could measure. A campaign starts from a
+random 5 % of the pool and adds K = 5 % of the pool per round, up to 50 %, chosen by
+
+* ``uncertainty``: the learner's ensemble spread (RMS over targets of spread / measured std),
+  K picks spread out by `structattn.acquire.select_spread` (at least twice the point spacing
+  apart, relaxed by 0.7x steps only when K do not fit);
+* ``ei``: expected improvement toward the named goal (`structattn.acquire`), spread the same way;
+* ``random``: K pool points at random;
+* ``grid``: a regular grid refined coarse to fine (pool points on every 2^j-th lattice row and
+  column first, j from coarse to fine, random order within a level);
+* ``gp_uncertainty`` and ``gp_random``: the usual choice in automated microscopy, a Gaussian
+  process (scikit-learn, constant x RBF + white noise, hyper-parameters by marginal likelihood)
+  on a 20-component PCA of the patches (fitted on the pool's patches), choosing by its own
+  predictive std or at random.
+
+The learner inside the loop is NOT the ViT (a ViT ensemble per round is hours on 2 CPU cores):
+it is a deep ensemble of 3 small CNNs (`structattn.nets.CNNRegressor`, the run's CNN baseline
+architecture) trained from scratch each round for 20 epochs (at least 200, at most 800 steps
+of 32 patches; AdamW 3e-3, cosine decay), on all measured points, without early stopping.
+Every choice above was fixed before the first campaign ran; nothing was tuned on the test part.
+
+After every round: test R² per target (and the mean), test RMSE of the goal's target, and the
+goal regret (distance to the goal of the best point measured so far). The acceptance of issue
+15: the ``uncertainty`` campaign reaches the mean test R² that ``random`` reaches at 50 % of
+the pool with at most 35 % of it.
+
+    python bench/bench_campaign.py --jobs 2          # every data set x seed (about 1-2 h on 2 cores)
+    python bench/bench_campaign.py --summary         # bench/results/campaign.json + docs/img/campaign.png
+    python bench/bench_campaign.py --one beps --seed 0 --quick   # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STRUCTATTN_DATA", ROOT / ".." / "shared" / "data"))
+OUT = ROOT / "bench" / "results" / "campaign"
+RESULT = ROOT / "bench" / "results" / "campaign.json"
+FIGURE = ROOT / "docs" / "img" / "campaign.png"
+SEEDS = (0, 1, 2)
+START, STEP, STOP = 0.05, 0.05, 0.50
+MEMBERS = 3
+
+# name -> (source, --targets, goal). Real BEPS loops (structure from the loops, as im2spec
+# does) and two real PFM textures with rules we wrote (structattn.data.semisynthetic).
+DATASETS = {
+    "beps": (str(DATA / "pto_beps_50x50.h5"), "V+,V-,imprint", "imprint=0"),
+    "semi_Funakubo0001": (f"semisynthetic:image={DATA / 'pto_pfm_images' / 'PTO_Funakubo0001.h5'},"
+                          "rules=amp_corner+threshold+wall_density", None, "amp_corner=max"),
+    "semi_Funakubo0004": (f"semisynthetic:image={DATA / 'pto_pfm_images' / 'PTO_Funakubo0004.h5'},"
+                          "rules=amp_corner+threshold+wall_density", None, "amp_corner=max"),
+}
+STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random")
+
+
+def prepare(name: str):
+    """The product's preparation of a data set: Prepared (x, y, split) and geometry."""
+    from structattn.data.io import load_sample, sample_checksum
+    from structattn.pipeline import RunConfig, resolve_geometry, split_stage, targets_stage
+
+    source, targets, _ = DATASETS[name]
+    cfg = RunConfig(source=source, targets=targets, progress=False)
+    sample = load_sample(source, structure_from=cfg.structure_from)
+    geo = resolve_geometry(sample, cfg)
+    usable, split = split_stage(cfg, sample, geo)
+    d = targets_stage(cfg, sample, sample_checksum(sample), geo, usable, split, lambda _m: None)
+    return d, geo
+
+
+# ----------------------------------------------------------------------------- learners
+def fit_cnn_ensemble(x, y, idx, *, seed: int, members: int = MEMBERS, quick: bool = False):
+    """Deep ensemble of small CNNs on points `idx`; returns predict(index) -> (M, n, K) in target units."""
+    import torch
+
+    from structattn.nets.cnn import CNNConfig, CNNRegressor
+
+    ym, ys = y[idx].mean(0), np.maximum(y[idx].std(0), 1e-8)
+    xt = torch.as_tensor(x)
+    yt = torch.as_tensor((y - ym) / ys, dtype=torch.float32)
+    steps = 20 if quick else int(np.clip(20 * len(idx) / 32, 200, 800))
+    models = []
+    for m in range(members):
+        torch.manual_seed(1000 * seed + m)
+        rng = np.random.default_rng(1000 * seed + m)
+        model = CNNRegressor(CNNConfig(in_channels=x.shape[1], window=x.shape[-1], n_outputs=y.shape[1]))
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1.5e-4)
+        model.train()
+        for _ in range(steps):
+            b = rng.choice(idx, size=min(32, len(idx)), replace=False)
+            loss = torch.nn.functional.mse_loss(model(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        models.append(model.eval())
+
+    def predict(index):
+        with torch.no_grad():
+            out = [torch.cat([mm(xt[index[i:i + 512]]) for i in range(0, len(index), 512)]).numpy() for mm in models]
+        return np.stack(out) * ys + ym
+
+    return predict
+
+
+def fit_gp(features, y, idx, *, seed: int):
+    """GP on PCA features; returns predict(index) -> (mean (n, K), std (n, K))."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    d = features.shape[1]
+    kernel = ConstantKernel(1.0) * RBF(length_scale=np.sqrt(d), length_scale_bounds=(1e-2, 1e3)) + WhiteKernel(0.1)
+    ym, ys = y[idx].mean(0), np.maximum(y[idx].std(0), 1e-8)
+    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False, random_state=seed)
+    gp.fit(features[idx], (y[idx] - ym) / ys)
+
+    def predict(index):
+        mu, sd = gp.predict(features[index], return_std=True)
+        mu, sd = mu.reshape(len(index), -1), sd.reshape(len(index), -1)
+        return mu * ys + ym, sd * ys
+
+    return predict
+
+
+# ----------------------------------------------------------------------------- strategies
+def grid_order(positions: np.ndarray, pool: np.ndarray, rng) -> np.ndarray:
+    """Pool indices in coarse-to-fine regular-grid order (random within a level)."""
+    pos = positions[pool]
+    step = np.median(np.diff(np.unique(pos[:, 0]))) if len(np.unique(pos[:, 0])) > 1 else 1.0
+    lat = np.rint((pos - pos.min(0)) / step).astype(int)  # lattice indices
+    level = np.full(len(pool), 0)
+    for j in range(1, 12):  # a point on every 2^j-th lattice line belongs to level >= j
+        on = (lat % (2**j) == 0).all(1)
+        level[on] = j
+    keys = -level + rng.random(len(pool)) * 0.5  # coarse (high level) first
+    return pool[np.argsort(keys)]
+
+
+def pick_spread(positions, cand, score, k, min_distance):
+    from structattn.acquire import select_spread
+
+    d = min_distance
+    while True:
+        try:
+            return cand[select_spread(positions[cand], score, n=k, min_distance=d)]
+        except ValueError:
+            d *= 0.7  # K do not fit at this distance: relax (a rule fixed in advance)
+
+
+def campaign(name: str, seed: int, *, quick: bool = False) -> dict:
+    import torch
+
+    from structattn.acquire import expected_improvement, parse_goal, uncertainty_score
+    from structattn.train.metrics import regression_scores
+
+    torch.set_num_threads(int(os.environ.get("CAMPAIGN_THREADS", "1")))
+    d, geo = prepare(name)
+    names = list(d.targets.names)
+    goal = parse_goal(DATASETS[name][2], names)
+    gk = names.index(goal.target)
+    x, y, pos = d.x, d.y.astype(np.float64), d.sample.positions
+    pool = np.sort(np.concatenate([d.train, d.val]))
+    test = d.test
+    n_pool = len(pool)
+    k = max(1, int(round(STEP * n_pool)))
+    n0 = max(2, int(round(START * n_pool)))
+    rounds = int(round((STOP - START) / STEP))
+    if quick:
+        rounds = 2
+    spacing = geo["point_spacing_px"]
+    min_distance = 2 * spacing
+    from sklearn.decomposition import PCA
+
+    flat = x.reshape(len(x), -1)
+    pca = PCA(n_components=20, random_state=0).fit(flat[pool])
+    feats = pca.transform(flat)
+    feats /= feats[pool].std(0)
+    rng0 = np.random.default_rng(seed)
+    start = rng0.choice(pool, size=n0, replace=False)
+    out = {"dataset": name, "seed": seed, "targets": names, "goal": DATASETS[name][2], "n_pool": int(n_pool),
+           "n_test": int(len(test)), "k": k, "window": geo["window"], "spacing_px": spacing,
+           "learner": f"deep ensemble of {MEMBERS} small CNNs, 20 epochs (200-800 steps) from scratch each round",
+           "strategies": {}}
+    for strat in STRATEGIES:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(seed * 7919 + STRATEGIES.index(strat))
+        measured = list(start)
+        order = grid_order(pos, pool, rng) if strat == "grid" else None
+        curve = []
+        for r in range(rounds + 1):
+            idx = np.array(measured)
+            if strat.startswith("gp"):
+                pred = fit_gp(feats, y, idx, seed=seed)
+                mean_test, _ = pred(test)
+            else:
+                pred = fit_cnn_ensemble(x, y, idx, seed=seed * 100 + r, quick=quick)
+                mean_test = pred(test).mean(0)
+            sc = regression_scores(y[test], mean_test, tuple(names))
+            best = float(np.min(goal.distance(y[idx, gk])))
+            curve.append({"n": len(idx), "fraction": len(idx) / n_pool,
+                          "r2": {t: sc[t]["r2"] for t in names},
+                          "r2_mean": float(np.mean([sc[t]["r2"] for t in names])),
+                          "rmse_goal_target": float(np.sqrt(np.mean((y[test, gk] - mean_test[:, gk]) ** 2))),
+                          "goal_regret": best - float(np.min(goal.distance(y[pool, gk])))})
+            if r == rounds:
+                break
+            cand = np.setdiff1d(pool, idx)
+            if strat in ("random", "gp_random"):
+                new = rng.choice(cand, size=k, replace=False)
+            elif strat == "grid":
+                taken = set(measured)
+                new = np.array([i for i in order if i not in taken][:k])
+            else:
+                if strat == "gp_uncertainty":
+                    mu, sd = pred(cand)
+                else:
+                    p = pred(cand)
+                    mu, sd = p.mean(0), p.std(0, ddof=1)
+                scale = np.maximum(y[idx].std(0), 1e-12)
+                if strat == "ei":
+                    score = expected_improvement(mu[:, gk], sd[:, gk], goal=goal, best=best)
+                else:
+                    score = uncertainty_score(sd, scale)
+                new = pick_spread(pos, cand, score, k, min_distance)
+            measured.extend(int(i) for i in new)
+        out["strategies"][strat] = {"curve": curve, "seconds": time.perf_counter() - t0}
+        print(f"{name} seed {seed} {strat}: " + " ".join(f"{c['fraction']:.2f}:{c['r2_mean']:.3f}" for c in curve)
+              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- summary
+def _mean_curve(runs: list[dict], strat: str, key: str):
+    curves = [r["strategies"][strat]["curve"] for r in runs if strat in r["strategies"]]
+    frac = np.array([c["fraction"] for c in curves[0]])
+    vals = np.array([[c[key] for c in cur] for cur in curves])
+    return frac, vals.mean(0), vals.std(0)
+
+
+def acceptance(runs: list[dict], strat: str = "uncertainty") -> dict:
+    """Points the strategy needs to reach random's mean R² at 50 % of the pool (linear interpolation)."""
+    frac_r, r2_r, _ = _mean_curve(runs, "random", "r2_mean")
+    frac_a, r2_a, _ = _mean_curve(runs, strat, "r2_mean")
+    target = float(r2_r[-1])
+    reach = None
+    for j in range(len(frac_a)):
+        if r2_a[j] >= target:
+            if j == 0:
+                reach = float(frac_a[0])
+            else:
+                f0, f1, a0, a1 = frac_a[j - 1], frac_a[j], r2_a[j - 1], r2_a[j]
+                reach = float(f0 + (f1 - f0) * (target - a0) / (a1 - a0)) if a1 != a0 else float(f1)
+            break
+    return {"random_r2_at_50": target, "strategy": strat, "fraction_needed": reach,
+            "met": bool(reach is not None and reach <= 0.35 + 1e-9)}
+
+
+def summary() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {}
+    for f in sorted(OUT.glob("*.json")):
+        r = json.loads(f.read_text())
+        by.setdefault(r["dataset"], []).append(r)
+    result = {"setup": {"start": START, "step": STEP, "stop": STOP, "members": MEMBERS, "strategies": STRATEGIES,
+                        "doc": __doc__.split("\n\n")[0]}, "datasets": {}}
+    styles = {"uncertainty": ("#c0392b", "-"), "ei": ("#8e44ad", "-."), "random": ("#333333", "--"),
+              "grid": ("#2471a3", ":"), "gp_uncertainty": ("#27ae60", "-"), "gp_random": ("#27ae60", "--")}
+    fig, axes = plt.subplots(2, len(by), figsize=(4.6 * len(by), 7.2), squeeze=False)
+    for col, (name, runs) in enumerate(by.items()):
+        acc = acceptance(runs)
+        acc_gp = acceptance(runs, "gp_uncertainty")
+        table = {}
+        for strat in STRATEGIES:
+            if not all(strat in r["strategies"] for r in runs):
+                continue
+            frac, m, s = _mean_curve(runs, strat, "r2_mean")
+            _, reg, _ = _mean_curve(runs, strat, "goal_regret")
+            table[strat] = {"fraction": frac.tolist(), "r2_mean": m.tolist(), "r2_sd_over_seeds": s.tolist(),
+                            "goal_regret": reg.tolist()}
+            c, ls = styles[strat]
+            axes[0, col].plot(100 * frac, m, ls, color=c, lw=1.6, label=strat)
+            axes[0, col].fill_between(100 * frac, m - s, m + s, color=c, alpha=0.08)
+            axes[1, col].plot(100 * frac, reg, ls, color=c, lw=1.6, label=strat)
+        axes[0, col].axhline(acc["random_r2_at_50"], color="#999", lw=0.8)
+        axes[0, col].axvline(35, color="#999", lw=0.8, ls=":")
+        verdict = "met" if acc["met"] else "not met"
+        need = "never" if acc["fraction_needed"] is None else f"{100 * acc['fraction_needed']:.0f} %"
+        axes[0, col].set_title(f"{name}\nuncertainty reaches random@50 % R² at {need} ({verdict})", fontsize=9)
+        axes[0, col].set_xlabel("points measured (% of the pool)")
+        axes[0, col].set_ylabel("test R² (mean over targets)")
+        axes[1, col].set_xlabel("points measured (% of the pool)")
+        axes[1, col].set_ylabel(f"goal regret ({runs[0]['goal']})")
+        axes[0, col].legend(fontsize=7)
+        result["datasets"][name] = {"seeds": [r["seed"] for r in runs], "targets": runs[0]["targets"],
+                                    "goal": runs[0]["goal"], "n_pool": runs[0]["n_pool"], "n_test": runs[0]["n_test"],
+                                    "k": runs[0]["k"], "acceptance": acc, "acceptance_gp_uncertainty": acc_gp,
+                                    "curves": table,
+                                    "per_target_r2_at_end": {s: {t: float(np.mean([r["strategies"][s]["curve"][-1]["r2"][t]
+                                                                                  for r in runs]))
+                                                                 for t in runs[0]["targets"]}
+                                                             for s in table},
+                                    "seconds": {s: float(np.mean([r["strategies"][s]["seconds"] for r in runs]))
+                                                for s in table}}
+        need_gp = "never" if acc_gp["fraction_needed"] is None else f"{100 * acc_gp['fraction_needed']:.0f} %"
+        print(f"{name}: random R² at 50 % = {acc['random_r2_at_50']:.3f}; uncertainty needs {need} -> {verdict}; "
+              f"GP-uncertainty needs {need_gp}")
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=90)
+    RESULT.write_text(json.dumps(result, indent=1))
+    print(f"-> {RESULT}, {FIGURE}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--one", choices=sorted(DATASETS), help="one data set (with --seed)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="2 rounds, 20 steps: a smoke test (results not saved)")
+    ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="campaigns in parallel, one torch thread each")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    a = ap.parse_args()
+    if a.summary:
+        summary()
+    elif a.one:
+        res = campaign(a.one, a.seed, quick=a.quick)
+        if not a.quick:
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / f"{a.one}_seed{a.seed}.json").write_text(json.dumps(res, indent=1))
+    else:
+        procs: list[subprocess.Popen] = []
+        for name in a.datasets.split(","):
+            for seed in SEEDS:
+                if (OUT / f"{name}_seed{seed}.json").is_file():
+                    continue
+                while len([p for p in procs if p.poll() is None]) >= a.jobs:
+                    time.sleep(2)
+                procs.append(subprocess.Popen([sys.executable, __file__, "--one", name, "--seed", str(seed)]))
+        for p in procs:
+            p.wait()
+        summary()

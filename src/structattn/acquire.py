@@ -1,0 +1,153 @@
+"""Where to measure next: acquisition functions and spread-out selection (numpy only).
+
+Two acquisition functions over candidate positions, each given the predictive mean and the
+calibrated std there (`structattn.train.uncertainty`):
+
+* ``uncertainty`` (exploration): the std, in units of each target's spread over the measured
+  points, root-mean-square over targets (or one target's);
+* ``ei`` (expected improvement toward a goal a user names, `parse_goal`): the expected amount
+  by which a measurement there would beat the best measured point so far, under the Gaussian
+  predictive distribution N(mean, std²) (Jones et al. 1998 for ``min``/``max``; for a target
+  value, the closed form of E[(best - |Y - value|)+] derived in `expected_improvement`).
+
+`select_spread` then picks K candidates greedily, best score first, skipping any candidate
+closer than a minimum distance to one already picked, so the K points are not neighbours.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+ACQUISITIONS = ("uncertainty", "ei")
+GOAL_HELP = "NAME=VALUE (closest to VALUE, e.g. imprint=0 for the lowest |imprint|), NAME=min or NAME=max"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A named target and what is wanted of it: its minimum, its maximum or a value.
+
+    Example:
+        >>> g = parse_goal("imprint=0", ["V+", "imprint"])
+        >>> g.kind, g.value, g.distance(np.array([-0.5, 0.2]))
+        ('value', 0.0, array([0.5, 0.2]))
+    """
+
+    target: str
+    kind: str  # "min", "max" or "value"
+    value: float | None = None
+
+    def distance(self, y: np.ndarray) -> np.ndarray:
+        """How far values are from the goal; lower is better (the quantity EI improves)."""
+        y = np.asarray(y, np.float64)
+        if self.kind == "min":
+            return y
+        if self.kind == "max":
+            return -y
+        return np.abs(y - self.value)
+
+    def describe(self) -> str:
+        return {"min": f"lowest {self.target}", "max": f"highest {self.target}"}.get(
+            self.kind, f"{self.target} closest to {self.value:g}")
+
+
+def parse_goal(text: str, names) -> Goal:
+    """``NAME=VALUE``, ``NAME=min`` or ``NAME=max`` -> `Goal`; one-line ValueError naming --goal."""
+    names = [str(n) for n in names]
+    m = re.fullmatch(r"\s*(.+?)\s*=\s*(\S+)\s*", str(text))
+    if m is None:
+        raise ValueError(f"--goal: expected {GOAL_HELP}; got {text!r}")
+    name, what = m.group(1), m.group(2)
+    if name not in names:
+        raise ValueError(f"--goal: unknown target {name!r}; this run's targets are {', '.join(names)}")
+    if what.lower() in ("min", "max"):
+        return Goal(name, what.lower())
+    try:
+        value = float(what)
+    except ValueError:
+        raise ValueError(f"--goal: expected a number, min or max after '{name}=', got {what!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"--goal: expected a finite number after '{name}=', got {what!r}")
+    return Goal(name, "value", value)
+
+
+def _partial(m: np.ndarray, s: np.ndarray, a, c) -> tuple[np.ndarray, np.ndarray]:
+    """For D ~ N(m, s²): P(a < D < c) and E[D 1{a < D < c}]."""
+    al, be = (a - m) / s, (c - m) / s
+    p = stats.norm.cdf(be) - stats.norm.cdf(al)
+    return p, m * p + s * (stats.norm.pdf(al) - stats.norm.pdf(be))
+
+
+def expected_improvement(mean: np.ndarray, std: np.ndarray, *, goal: Goal, best: float) -> np.ndarray:
+    """(N,) expected improvement over `best` (the best measured `goal.distance`) at each candidate.
+
+    For ``min`` (``max`` mirrors it): EI = (best - mu) Φ(z) + σ φ(z), z = (best - mu) / σ.
+    For a value v: with D = Y - v ~ N(m = mu - v, σ²) and b = best >= 0,
+    EI = E[(b - |D|)+] = b P(-b < D < b) - E[D 1{0 < D < b}] + E[D 1{-b < D < 0}].
+    """
+    mu = np.asarray(mean, np.float64)
+    s = np.maximum(np.asarray(std, np.float64), 1e-12)
+    if goal.kind in ("min", "max"):
+        sign = 1.0 if goal.kind == "min" else -1.0
+        imp = best - sign * mu  # best is already a distance (sign applied)
+        z = imp / s
+        return imp * stats.norm.cdf(z) + s * stats.norm.pdf(z)
+    b = max(float(best), 0.0)
+    m = mu - goal.value
+    p, _ = _partial(m, s, -b, b)
+    _, pos = _partial(m, s, 0.0, b)
+    _, neg = _partial(m, s, -b, 0.0)
+    return np.maximum(b * p - pos + neg, 0.0)
+
+
+def uncertainty_score(std: np.ndarray, scale: np.ndarray, *, target: int | None = None) -> np.ndarray:
+    """(N,) exploration score: std / scale, one target's or the RMS over targets.
+
+    Args:
+        std: (N, K) calibrated predictive std.
+        scale: (K,) each target's spread (e.g. its std over the measured points), so that
+            targets in different units weigh alike.
+        target: index of one target, or None for all.
+    """
+    z = np.asarray(std, np.float64) / np.maximum(np.asarray(scale, np.float64), 1e-12)
+    return z[:, target] if target is not None else np.sqrt(np.mean(z**2, axis=1))
+
+
+def far_from(candidates: np.ndarray, points: np.ndarray, radius: float) -> np.ndarray:
+    """(N,) bool: candidates (N, 2) at least `radius` px from every one of `points` (M, 2)."""
+    if len(points) == 0 or radius <= 0:
+        return np.ones(len(candidates), bool)
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(np.asarray(points, float)).query(np.asarray(candidates, float), k=1)
+    return d >= radius
+
+
+def select_spread(positions: np.ndarray, scores: np.ndarray, *, n: int, min_distance: float) -> np.ndarray:
+    """Indices of `n` candidates, best score first, each >= `min_distance` px from those before it.
+
+    Greedy: take the best remaining candidate, drop every candidate within `min_distance`
+    of it, repeat. Raises ValueError (naming --n) when fewer than `n` fit.
+    """
+    positions = np.asarray(positions, np.float64)
+    scores = np.asarray(scores, np.float64)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"--n: expected a number of positions >= 1, got {n!r}")
+    if n > len(positions):
+        raise ValueError(f"--n: asked for {n} positions, there are only {len(positions)} unmeasured candidates")
+    alive = np.isfinite(scores)
+    picked: list[int] = []
+    order_score = np.where(alive, scores, -np.inf)
+    for _ in range(n):
+        if not alive.any():
+            raise ValueError(f"--n: only {len(picked)} positions fit at least {min_distance:g} px apart among the "
+                             f"{len(positions)} candidates; ask for fewer or lower --min-distance")
+        i = int(np.argmax(np.where(alive, order_score, -np.inf)))
+        picked.append(i)
+        d2 = ((positions - positions[i]) ** 2).sum(1)
+        alive &= d2 >= min_distance**2
+        alive[i] = False
+    return np.array(picked, int)
