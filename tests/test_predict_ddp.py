@@ -92,4 +92,6 @@ def test_predict_rejects_bad_parallel_options_in_one_line(tiny_run, tmp_path, ca
     assert len([ln for ln in got.splitlines() if ln.strip()]) == 1
     assert main(["predict", str(tiny_run), "--step", "4", "--out", str(out), "--devices", "999"]) == 2
     assert "--devices: 999 CPU processes" in "".join(capfd.readouterr())
+    assert main(["predict", str(tiny_run), "--step", "64", "--out", str(out), "--devices", "2"]) == 2  # 1 position
+    assert "--devices: 2 processes for 1 item(s)" in "".join(capfd.readouterr())
     assert not out.exists() and not list(tmp_path.iterdir())

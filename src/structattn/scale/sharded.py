@@ -96,14 +96,18 @@ def predict_to_shards(module: L.LightningModule, dataset: Dataset, shard_dir: st
 
     ``align_to_batches``: every rank's share is whole batches of one process's batching, so
     each batch holds the same items as with one process (results then match one process
-    bit for bit up to the kernels' own nondeterminism).
+    bit for bit up to the kernels' own nondeterminism); with fewer batches than ranks the
+    shares are single items.
 
     Returns the shard paths (one per rank, in rank order) on global rank 0, None on the others.
     """
     par = parallel or Parallel()
     shard_dir = Path(shard_dir)
     n = len(dataset)
-    align = int(batch) if align_to_batches else 1
+    if n < par.world_size:  # Lightning refuses a rank without a batch
+        raise ValueError(f"--devices: {par.world_size} processes for {n} item(s); use at most {n}")
+    # whole batches per rank, unless there are fewer batches than ranks (every rank needs one)
+    align = int(batch) if align_to_batches and -(-n // int(batch)) >= par.world_size else 1
     writer_cb = ShardPredictionWriter(shard_dir, n=n, groups=groups, targets=targets, item_shape=item_shape,
                                       chunk=batch, align=align)
     loader = DataLoader(dataset, batch_size=int(batch), sampler=RankRangeSampler(n, align=align))
