@@ -5,7 +5,10 @@ when it has one) to a patch centred on every N-th pixel of the run's structure i
 another scan of the same kind (``--image``). Patches are cut lazily, `batch` at a time, from
 one padded copy of the image, and each batch's predictions go straight into chunked,
 compressed HDF5 datasets, so memory is bounded by the batch, not by the number of positions.
-The file is written under a temporary name and renamed when complete.
+The file is written under a temporary name and renamed when complete. With several processes
+(``parallel``: ``--devices``, ``--num-nodes``, ...) a Lightning predict loop gives each DDP rank
+a contiguous share of the positions, written into a shard (`structattn.scale.dense`); global
+rank 0 merges the shards into the same file (`GridWriter`).
 
 maps.h5 layout (all float32 maps are (R, Cc) on the grid ``rows`` x ``cols``):
 
