@@ -398,6 +398,7 @@ def _add_predict(p):
                    help="positions predicted at a time; bounds memory (default 256)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
+    _add_parallel_options(p)
 
 
 def cmd_predict(args) -> int:
@@ -412,7 +413,10 @@ def cmd_predict(args) -> int:
             console.print(Text(f"  {done}/{total} positions", style="dim"), soft_wrap=True)
 
     res = predict_dense(args.run, step=args.step, out=args.out, image=args.image, batch=args.batch,
-                        overwrite=args.overwrite, figure=not args.no_figure, on_batch=step)
+                        overwrite=args.overwrite, figure=not args.no_figure, on_batch=step,
+                        parallel=_parallel_from(args))
+    if res is None:  # another rank of several processes: global rank 0 writes --out
+        return 0
     console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s: {res.n_positions} "
                                 f"positions ({res.shape[0]} x {res.shape[1]}), {res.members} model(s), peak memory "
                                 f"{res.peak_rss_mb:.0f} MiB → {res.path}"

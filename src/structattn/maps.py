@@ -5,7 +5,10 @@ when it has one) to a patch centred on every N-th pixel of the run's structure i
 another scan of the same kind (``--image``). Patches are cut lazily, `batch` at a time, from
 one padded copy of the image, and each batch's predictions go straight into chunked,
 compressed HDF5 datasets, so memory is bounded by the batch, not by the number of positions.
-The file is written under a temporary name and renamed when complete.
+The file is written under a temporary name and renamed when complete. With several processes
+(``parallel``: ``--devices``, ``--num-nodes``, ...) a Lightning predict loop gives each DDP rank
+a contiguous share of the positions, written into a shard (`structattn.scale.dense`); global
+rank 0 merges the shards into the same file (`GridWriter`).
 
 maps.h5 layout (all float32 maps are (R, Cc) on the grid ``rows`` x ``cols``):
 
@@ -113,6 +116,35 @@ def predict_points(members: list, calibration, image: np.ndarray, positions: np.
     return mean, std
 
 
+class GridWriter:
+    """Write flat, row-major grid positions into the (R, Cc) ``mean/<t>`` / ``std/<t>`` datasets.
+
+    ``write(start, {"mean": {t: (b,)}, "std": {t: (b,)}})`` fills the grid-row segments that
+    positions ``start .. start + b`` cover. Used by the one-process loop and, as the target of
+    `structattn.scale.h5stream.merge_shards`, to merge the shards of several processes.
+    """
+
+    def __init__(self, datasets: dict, *, n_cols: int, targets) -> None:
+        self.ds = datasets  # {(group, target): h5py dataset (R, Cc)}
+        self.n_c = int(n_cols)
+        self.targets = list(targets)
+        self.methods = sorted({g for g, _ in datasets}, key=["mean", "std"].index)  # merge_shards' "groups"
+        self.m = next(iter(datasets.values())).shape[0] * self.n_c
+
+    def write(self, start: int, values: dict) -> None:
+        for group, per in values.items():
+            for t, a in per.items():
+                a = np.asarray(a, np.float32)
+                if start < 0 or start + len(a) > self.m:
+                    raise ValueError(f"{group}/{t}: positions {start}..{start + len(a)} are not in 0..{self.m}")
+                flat = np.arange(start, start + len(a))
+                r_idx, c_idx = flat // self.n_c, flat % self.n_c
+                for r in np.unique(r_idx):  # the grid-row segments this batch covers
+                    sel = r_idx == r
+                    c0, c1 = int(c_idx[sel][0]), int(c_idx[sel][-1]) + 1
+                    self.ds[group, t][r, c0:c1] = a[sel]
+
+
 @dataclass
 class DenseResult:
     path: Path
@@ -181,7 +213,8 @@ def predict_dense(
     overwrite: bool = False,
     figure: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
-) -> DenseResult:
+    parallel=None,
+) -> DenseResult | None:
     """Predict every target (and its uncertainty) every `step` px and write `out` (see module doc).
 
     Args:
@@ -193,6 +226,13 @@ def predict_dense(
         batch: positions per batch (bounds memory: batch x members x C x w x w floats).
         overwrite: replace an existing `out`.
         on_batch: called with (positions done, positions in all).
+        parallel: a `structattn.scale.Parallel` (``--accelerator/--devices/--num-nodes/--strategy``).
+            One CPU process (the default) predicts batch by batch here; several processes, or a
+            GPU, run a Lightning predict loop in which each rank predicts a contiguous share of the
+            grid positions into a shard, and global rank 0 merges the shards into `out`.
+
+    Returns:
+        The result on global rank 0; None on the other ranks of several processes.
     """
     from .runfolder import RunFolder, atomic_write_bytes
 
@@ -214,7 +254,27 @@ def predict_dense(
     n_r, n_c = len(rows), len(cols)
     n = n_r * n_c
     chunk = (max(1, min(n_r, -(-4096 // n_c))), n_c)  # about 4096 values a chunk, whole grid rows
+    # (n, 2) grid positions, row-major: 16 bytes a position, never a patch array
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    positions = np.stack([rr.ravel(), cc.ravel()], axis=1).astype(float)
+    del rr, cc
+    par = parallel
+    loop = par is not None and (par.world_size > 1 or par.accelerator != "cpu" or par.precision != "32")
     out.parent.mkdir(parents=True, exist_ok=True)
+    shard_dir = out.parent / f".{out.name}.shards"
+    if loop:
+        from .scale.dense import predict_shards
+
+        try:
+            shards = predict_shards(members, cal, img, positions, shard_dir, window=window, pad_mode=pad_mode,
+                                    batch=int(batch), parallel=par)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(shard_dir, ignore_errors=True)
+            raise
+        if shards is None:  # not global rank 0: rank 0 merges and writes `out`
+            return None
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -223,8 +283,9 @@ def predict_dense(
             f.create_dataset("cols", data=cols.astype(np.int64))
             f.create_dataset("structure", data=img.astype(np.float32), compression="gzip")
             opts = dict(shape=(n_r, n_c), dtype="f4", chunks=chunk, compression="gzip", fillvalue=np.nan)
-            ds_mean = [f.create_dataset(f"mean/{t}", **opts) for t in names]
-            ds_std = [f.create_dataset(f"std/{t}", **opts) for t in names] if len(members) > 1 else []
+            groups = ["mean"] + (["std"] if len(members) > 1 else [])
+            grid = GridWriter({(g, t): f.create_dataset(f"{g}/{t}", **opts) for g in groups for t in names},
+                              n_cols=n_c, targets=names)
             f.attrs.update({
                 "run": str(run.path.resolve()), "image": source, "step": int(step), "window": window,
                 "pad_mode": pad_mode, "members": len(members),
@@ -233,25 +294,21 @@ def predict_dense(
                 "channels": json.dumps(list(channels)), "target_names": json.dumps(names),
                 "units": json.dumps(units), "structattn": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "processes": 1 if par is None else int(par.world_size),
             })
+            if loop:
+                from .scale.h5stream import merge_shards
 
-            # (n, 2) grid positions, row-major: 16 bytes a position, never a patch array
-            rr, cc = np.meshgrid(rows, cols, indexing="ij")
-            positions = np.stack([rr.ravel(), cc.ravel()], axis=1).astype(float)
-            del rr, cc
-            for start, m, s in predict_batches(members, cal, img, positions, window=window, pad_mode=pad_mode,
-                                               batch=batch):
-                flat = np.arange(start, start + len(m))
-                r_idx, c_idx = flat // n_c, flat % n_c
-                for r in np.unique(r_idx):  # each batch writes the grid-row segments it covers
-                    sel = r_idx == r
-                    c0, c1 = int(c_idx[sel][0]), int(c_idx[sel][-1]) + 1
-                    for j in range(len(names)):
-                        ds_mean[j][r, c0:c1] = m[sel, j]
-                        if ds_std:
-                            ds_std[j][r, c0:c1] = s[sel, j]
+                merge_shards(shards, grid)  # checks that every position came from exactly one shard
                 if on_batch is not None:
-                    on_batch(int(flat[-1]) + 1, n)
+                    on_batch(n, n)
+            else:
+                for start, m, s in predict_batches(members, cal, img, positions, window=window, pad_mode=pad_mode,
+                                                   batch=batch):
+                    grid.write(start, {"mean": {t: m[:, j] for j, t in enumerate(names)}}
+                               | ({"std": {t: s[:, j] for j, t in enumerate(names)}} if s is not None else {}))
+                    if on_batch is not None:
+                        on_batch(start + len(m), n)
             seconds = time.perf_counter() - t0
             peak = peak_rss_mb()
             f.attrs.update({"seconds": seconds, "peak_rss_mb": peak, "batch": int(batch)})
@@ -260,6 +317,10 @@ def predict_dense(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if loop:
+            import shutil
+
+            shutil.rmtree(shard_dir, ignore_errors=True)
     fig_path = None
     if figure:
         from .report.map_figures import maps_figure_png

@@ -128,9 +128,14 @@ class ExplanationsWriter:
 
 
 class ShardWriter:
-    """One process's share: maps of points ``start .. start + n`` of the M, in one HDF5 file."""
+    """One process's share: items ``start .. start + n`` of the M, in one HDF5 file.
 
-    def __init__(self, path, *, start: int, n: int, methods, targets, window: int, chunk: int = 64) -> None:
+    Datasets ``<method>/<target>`` of (n, *item_shape) float32; item_shape defaults to
+    (window, window) (explanation maps); dense prediction uses () (one value an item).
+    """
+
+    def __init__(self, path, *, start: int, n: int, methods, targets, window: int | None = None,
+                 item_shape: tuple[int, ...] | None = None, chunk: int = 64) -> None:
         self.path = Path(path)
         self.start, self.n = int(start), int(n)
         self.f = h5py.File(self.path, "w")
@@ -138,8 +143,9 @@ class ShardWriter:
         self.f.attrs["n"] = self.n
         self.f.attrs["done"] = 0
         rows = _chunk_rows(max(self.n, 1), chunk)
-        self.ds = {(m, t): self.f.create_dataset(f"{m}/{t}", shape=(self.n, window, window), dtype="f4",
-                                                 chunks=(rows, window, window), fillvalue=np.nan, **COMPRESSION)
+        item = tuple(item_shape) if item_shape is not None else (int(window), int(window))
+        self.ds = {(m, t): self.f.create_dataset(f"{m}/{t}", shape=(self.n, *item), dtype="f4",
+                                                 chunks=(rows, *item), fillvalue=np.nan, **COMPRESSION)
                    for m in methods for t in targets}
         self.done = 0
 
@@ -159,14 +165,21 @@ class ShardWriter:
         self.f.close()
 
 
-def merge_shards(shards, writer: ExplanationsWriter, *, rows: int = 256) -> None:
-    """Copy every shard's maps into `writer`, `rows` maps at a time; checks full coverage."""
+def merge_shards(shards, writer, *, rows: int = 256) -> None:
+    """Copy every shard's maps into `writer`, `rows` maps at a time; checks full coverage.
+
+    `writer` is an `ExplanationsWriter` or anything with its ``m``, ``methods``, ``targets``
+    and ``write(start, {method: {target: rows}})`` (e.g. `structattn.maps.GridWriter`).
+    """
     covered = np.zeros(writer.m, bool)
     for p in sorted(shards):
         with h5py.File(p, "r") as f:
             start, n, done = int(f.attrs["start"]), int(f.attrs["n"]), int(f.attrs["done"])
             if done != n:
                 raise RuntimeError(f"shard {Path(p).name}: {done} of its {n} points were written")
+            if start < 0 or start + n > writer.m or covered[start:start + n].any():
+                raise RuntimeError(f"shard {Path(p).name}: points {start}..{start + n} overlap another shard or lie "
+                                   f"outside 0..{writer.m}")
             for m in writer.methods:  # one dataset's `rows` maps in memory at a time
                 for t in writer.targets:
                     for a in range(0, n, rows):

@@ -413,9 +413,9 @@ class TrainedModel:
     def predict(self, patches: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
         """Raw (N, C, w, w) patches -> (N, K) predictions in target units."""
         self.model.eval()
-        x = self.standardise(patches)
+        x = self.standardise(patches).to(next(self.model.parameters()).device)  # CPU, or where Lightning put it
         out = torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        return out.numpy() * self.target_std + self.target_mean
+        return out.float().cpu().numpy() * self.target_std + self.target_mean
 
     def save(self, path: str | os.PathLike) -> None:
         """Write model weights, architecture and scalers to one file (atomically)."""
