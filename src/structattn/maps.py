@@ -56,19 +56,17 @@ def iter_patches(image: np.ndarray, positions: np.ndarray, *, window: int, pad_m
     """Yield (start, (b, C, w, w) float32 patches) for `positions` (N, 2), `batch` at a time.
 
     The same crops as `structattn.data.extract_patches` (a patch leaving the image is cut
-    from edge padding when ``pad_mode="exclude"``; mask those with `patch_inside`), but only
-    one batch of them exists at a time.
+    from edge padding when ``pad_mode="exclude"``; mask those with `patch_inside`), cut by
+    `structattn.scale.PatchSource`: only one batch of them exists at a time, and the image is
+    never padded or copied as a whole.
     """
     if batch < 1:
         raise ValueError(f"--batch: expected >= 1, got {batch}")
-    half = window // 2
-    mode = "edge" if pad_mode == "exclude" else pad_mode
-    padded = np.pad(np.asarray(image, np.float32), ((0, 0), (half, window - half), (half, window - half)), mode=mode)
-    view = np.lib.stride_tricks.sliding_window_view(padded, (window, window), axis=(1, 2))  # no copy
-    rc = np.rint(np.asarray(positions, float)).astype(int)
-    for start in range(0, len(rc), batch):
-        r, c = rc[start:start + batch, 0], rc[start:start + batch, 1]
-        yield start, np.ascontiguousarray(view[:, r, c].transpose(1, 0, 2, 3))
+    from .scale.patches import PatchSource  # the one on-demand cutter (raw values: members standardise)
+
+    source = PatchSource(image, positions, window=window, pad_mode=pad_mode)
+    for start in range(0, len(source), batch):
+        yield start, source.take(np.arange(start, min(start + batch, len(source))))
 
 
 def predict_members(members: list, patches: np.ndarray) -> np.ndarray:
@@ -93,13 +91,24 @@ def predict_batches(members: list, calibration, image: np.ndarray, positions: np
     Positions whose patch leaves the image are NaN when ``pad_mode="exclude"``.
     """
     for start, patches in iter_patches(image, positions, window=window, pad_mode=pad_mode, batch=batch):
-        m, s = mean_and_std(predict_members(members, patches), calibration)
-        if pad_mode == "exclude":
-            outside = ~patch_inside(positions[start:start + len(patches)], shape=image.shape[1:], window=window)
-            m[outside] = np.nan
-            if s is not None:
-                s[outside] = np.nan
+        m, s = predict_batch(members, calibration, patches, positions[start:start + len(patches)],
+                             shape=image.shape[1:], window=window, pad_mode=pad_mode)
         yield start, m, s
+
+
+def predict_batch(members: list, calibration, patches: np.ndarray, positions: np.ndarray, *, shape, window: int,
+                  pad_mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(b, K) mean and calibrated std (or None) of one batch of raw patches at `positions` (b, 2).
+
+    Positions whose patch leaves the image are NaN when ``pad_mode="exclude"``.
+    """
+    m, s = mean_and_std(predict_members(members, patches), calibration)
+    if pad_mode == "exclude":
+        outside = ~patch_inside(positions, shape=shape, window=window)
+        m[outside] = np.nan
+        if s is not None:
+            s[outside] = np.nan
+    return m, s
 
 
 def predict_points(members: list, calibration, image: np.ndarray, positions: np.ndarray, *, window: int,

@@ -3,8 +3,8 @@
 Each rank predicts a contiguous share of the grid positions with every ensemble member and
 writes its share into a shard (`structattn.scale.sharded.predict_to_shards`); global rank 0
 merges the shards into maps.h5 (`structattn.maps.predict_dense`). The work per batch is
-`structattn.maps.predict_batches`' (`predict_members`, `mean_and_std`, NaN outside the image
-for ``pad_mode="exclude"``), on raw patches cut on demand by a `PatchSource` (the same crops
+`structattn.maps.predict_batch` (NaN outside the image for ``pad_mode="exclude"``), as in
+`structattn.maps.predict_batches`, on raw patches cut on demand by a `PatchSource` (the same crops
 as `structattn.maps.iter_patches`).
 """
 
@@ -16,8 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..data.patches import patch_inside
-from ..maps import mean_and_std, predict_members
+from ..maps import predict_batch
 from .patches import PatchDataset, PatchSource
 from .sharded import predict_to_shards
 
@@ -37,12 +36,8 @@ class DenseModule(L.LightningModule):
     def predict_step(self, batch, batch_idx):
         j, x = batch
         j = j.cpu().numpy()
-        m, s = mean_and_std(predict_members(self.members, x.cpu().numpy()), self.calibration)
-        if self.pad_mode == "exclude":
-            outside = ~patch_inside(self.positions[j], shape=self.shape, window=self.window)
-            m[outside] = np.nan
-            if s is not None:
-                s[outside] = np.nan
+        m, s = predict_batch(self.members, self.calibration, x.cpu().numpy(), self.positions[j], shape=self.shape,
+                             window=self.window, pad_mode=self.pad_mode)
         out = {"mean": {t: m[:, k] for k, t in enumerate(self.names)}}
         if s is not None:
             out["std"] = {t: s[:, k] for k, t in enumerate(self.names)}
