@@ -15,6 +15,10 @@ the imports included):
   occlusion  one perturbation method on N/64 points (every 64th), same streaming
   predict  dense prediction at N grid positions (maps.predict_batches, 256 at a time) into a
            chunked gzip HDF5 dataset, as `structattn predict` writes it
+  run      the whole `structattn run` (run_pipeline) on the N points with the two targets:
+           spatial split, ViT (1 epoch), a deep ensemble of 2, the four baselines (ridge by
+           streamed normal equations, the CNN 1 epoch), attention/rollout/gradattn of every
+           test point (about N/5), scores, domains, report
 
     PYTHONPATH=src .venv/bin/python bench/bench_scale.py              # all sizes -> bench/results/scale.json
     PYTHONPATH=src .venv/bin/python bench/bench_scale.py --sizes 1024,4096
@@ -40,7 +44,7 @@ REPO = HERE.parent
 TEXTURE = REPO.parent / "shared" / "data" / "pto_pfm_images" / "PTO_Funakubo0001.h5"
 SPACING = 4
 WINDOW = 32
-STAGES = ("train", "explain", "occlusion", "predict")
+STAGES = ("train", "explain", "occlusion", "predict", "run")
 
 
 def make_image(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +89,19 @@ def child(stage: str, n: int, workdir: Path) -> dict:
     weights = workdir / f"model_{n}.pt"
     t0 = time.perf_counter()
     info: dict = {}
-    if stage == "train":
+    if stage == "run":
+        from structattn.data.sample import Sample
+        from structattn.pipeline import RunConfig, run_pipeline
+
+        sample = Sample(image=img, positions=pos, channels=("amplitude", "phase"), targets=targets(src, n),
+                        target_names=("a", "b"))
+        t0 = time.perf_counter()
+        res = run_pipeline(RunConfig(epochs=1, ensemble=2, patience=1, seed=0, progress=False), workdir / f"run_{n}",
+                           sample=sample, overwrite=True)
+        m = res.metrics
+        info = {"epochs": 1, "members": 2, "n_train": m["split"]["n_train"], "n_test": m["split"]["n_test"],
+                "explained": m["split"]["n_test"], "r2": {t: m["targets"][t]["r2"] for t in ("a", "b")}}
+    elif stage == "train":
         from structattn.train.trainer import TrainConfig, fit_vit
 
         y = targets(src, n)
@@ -198,7 +214,8 @@ def plot(src: Path, png: Path) -> None:
     runs = json.loads(src.read_text())["runs"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     label = {"train": "train (1 epoch)", "explain": "explain: attention, rollout, gradattn",
-             "occlusion": "occlusion (N/64 points)", "predict": "dense predict"}
+             "occlusion": "occlusion (N/64 points)", "predict": "dense predict",
+             "run": "whole structattn run (1 epoch, ensemble 2)"}
     for stage in STAGES:
         rs = sorted((r for r in runs if r["stage"] == stage), key=lambda r: r["n"])
         if not rs:

@@ -80,6 +80,45 @@ def test_ridge_penalty_is_chosen_on_validation_and_recovers_a_linear_map():
     assert max(info["alpha"]) > 10
 
 
+@pytest.mark.parametrize("n, p", [(300, 40), (60, 200)])  # normal equations (n >= p) and SVD (n < p)
+def test_ridge_path_matches_sklearn_ridge_for_every_penalty(n, p):
+    from sklearn.linear_model import Ridge
+
+    from structattn.train.baselines import ALPHAS, ridge_coefficients, ridge_predict
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, p)) * rng.uniform(0.5, 3, p) + rng.uniform(-2, 2, p)
+    y = x[:, :3] @ rng.standard_normal((3, 2)) + 0.3 * rng.standard_normal((n, 2))
+    tr = np.arange(int(0.7 * n))
+    fit = ridge_coefficients(x, y, train=tr)
+    mu, sd = x[tr].mean(0), x[tr].std(0)
+    for a in (0, 7, 21):  # penalties are relative to n_train on standardised features
+        want = Ridge(alpha=ALPHAS[a] * len(tr)).fit((x[tr] - mu) / sd, y[tr]).predict((x - mu) / sd)
+        np.testing.assert_allclose(ridge_predict(x, np.arange(n), fit, fit["coef"][a]), want, atol=1e-9)
+
+
+def test_ridge_on_a_patch_source_equals_ridge_on_the_patch_array_and_cuts_batches():
+    """The run's ridge reads patches a batch at a time from a PatchSource, same answer as the array."""
+    from structattn.scale import PatchSource
+    from structattn.train import baselines
+
+    rng = np.random.default_rng(0)
+    img = rng.standard_normal((2, 80, 80)).astype(np.float32)
+    pos = rng.uniform(0, 79, (2500, 2))
+    src = PatchSource(img, pos, window=8, mean=img.mean((1, 2)), std=img.std((1, 2)))
+    arr = src.take(np.arange(len(pos)))
+    y = np.stack([arr[:, 0, 1:3, 5:7].mean((1, 2)), (arr[:, 1, 3:5, 3:5] > 0).mean((1, 2))], 1).astype(float)
+    tr, va = np.arange(1800), np.arange(1800, 2200)
+    asked = []
+    take = PatchSource.take
+    src.take = lambda idx: asked.append(len(idx)) or take(src, idx)
+    got, info = baselines.ridge_select(src, y, train=tr, val=va)
+    want, info_a = baselines.ridge_select(arr, y, train=tr, val=va)
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    assert info == info_a
+    assert max(asked) <= baselines.ROW_BATCH < len(tr)  # never the whole training matrix
+
+
 def test_position_features_and_margin():
     f = position_features(np.array([[0.0, 0.0], [9.0, 9.0]]), (10, 10), 2)
     assert f.shape == (2, 5) and np.allclose(f[0], [-1, -1, 1, 1, 1]) and np.allclose(f[1], 1)

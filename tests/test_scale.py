@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tracemalloc
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,6 +16,7 @@ from structattn.nets.vit import ViTConfig, ViTRegressor
 from structattn.scale import ExplanationsWriter, Parallel, PatchSource, check_parallel, explain_points, trainer_kwargs
 from structattn.scale.explain import shard_range
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAMILY = ["attention", "rollout", "gradattn"]
 
 
@@ -237,3 +239,58 @@ def test_explain_run_streams_all_maps_and_scores_a_subset(small_run, tmp_path):
         assert "rollout" in fb  # the run's other methods (same point_index) were kept
         np.testing.assert_array_equal(fb["rollout"][next(iter(fb["rollout"]))][()],
                                       fa["rollout"][next(iter(fa["rollout"]))][()])
+
+
+def test_structattn_run_never_cuts_more_than_a_batch_of_patches(monkeypatch, tmp_path, one_torch_thread):
+    """Training, the ensemble, the baselines and the predictions of `structattn run` read patches
+    from a PatchSource a batch at a time: no stage asks for every point's patch at once."""
+    from structattn import pipeline
+    from structattn.data.io import load_sample
+    from structattn.runfolder import RunFolder
+
+    beps = DATA / "pto_beps_50x50.h5"  # 2500 points
+    asked: list[int] = []
+    take = PatchSource.take
+    monkeypatch.setattr(PatchSource, "take", lambda self, idx: asked.append(len(np.atleast_1d(idx))) or take(self, idx))
+    from structattn.train import baselines
+
+    monkeypatch.setattr(baselines, "ROW_BATCH", 256)  # ridge rows; predictions go 512 at a time
+    cfg = pipeline.RunConfig(source=str(beps), targets="V+,imprint", epochs=1, ensemble=2, patience=1, points="4",
+                             methods=("attention",), domains=False, progress=False)
+    res = pipeline.run_pipeline(cfg, tmp_path / "run")
+    split = res.metrics["split"]
+    assert len(asked) > 20
+    assert max(asked) <= 512 < split["n_train"], (max(asked), split)  # a batch, never a whole part
+    # the streamed predictions are the model's on the whole (N, C, w, w) patch array at once
+    run = RunFolder(tmp_path / "run")
+    sample = load_sample(str(beps))
+    monkeypatch.setattr(PatchSource, "take", take)
+    patches = extract_patches(sample.image, sample.positions, window=run.model.window, pad_mode="reflect")
+    pred = np.load(tmp_path / "run" / "predictions.npz")
+    np.testing.assert_allclose(pred["y_pred"], run.model.predict(patches), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_members_trained_in_two_worker_processes_equal_those_trained_in_turn(one_torch_thread):
+    """`--ensemble-jobs 2`: members trained in spawned workers from a PatchSource (pickled to them)
+    have the weights of the same members trained one after another in this process."""
+    from structattn.train.ensemble import fit_members
+    from structattn.train.trainer import TrainConfig
+
+    img = _image(size=48)
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(8, 40, (120, 2))
+    src = PatchSource(img, pos, window=16)
+    y = src.take(np.arange(120))[:, :1, 2:6, 2:6].mean((2, 3))  # (120, 1): an off-centre region
+    vit = ViTConfig(in_channels=2, window=16, patch=4, dim=16, depth=1, heads=2, stem=0, n_outputs=1)
+    cfg = TrainConfig(epochs=2, batch_size=32, patience=5, progress=False, seed=4)
+    kw = dict(train_index=np.arange(90), val_index=np.arange(90, 120), vit=vit, train=cfg, members=3)
+    seen = []
+    one = fit_members(src, y, jobs=1, **kw)
+    two = fit_members(src, y, jobs=2, on_member=lambda k, h: seen.append(k), **kw)
+    assert sorted(seen) == [1, 2]
+    for (a, _), (b, _) in zip(one, two):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+    # different members differ (seeds s+1, s+2)
+    first = [next(m.parameters()) for m, _ in one]
+    assert not torch.allclose(first[0], first[1])

@@ -22,11 +22,12 @@ import torch
 
 from . import __version__
 from .data.io import load_sample, sample_checksum, source_files
-from .data.patches import PAD_MODES, extract_patches, patch_inside
+from .data.patches import PAD_MODES, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
 from .nets.vit import ViTConfig
 from .points import check_points_spec, choose_points
+from .scale.patches import PatchSource
 from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .targets import TargetSet, resolve_targets
 from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
@@ -224,7 +225,11 @@ def resolve_geometry(sample: Sample, cfg: RunConfig) -> dict:
 # ---------------------------------------------------------------------------- stages
 @dataclass
 class Prepared:
-    """What the stages before training produce: data, geometry, split, targets, patches."""
+    """What the stages before training produce: data, geometry, split, targets, patch source.
+
+    No stage holds every patch at once: training, baselines and predictions ask `source` for
+    a batch of points at a time (memory bounded by the batch, not by the number of points).
+    """
 
     sample: Sample
     checksum: str
@@ -234,8 +239,7 @@ class Prepared:
     train: np.ndarray  # point indices (into the sample) of each part
     val: np.ndarray
     test: np.ndarray
-    patches: np.ndarray  # (N, C, w, w) raw patches of every point
-    x: np.ndarray  # (N, C, w, w) the same, standardised per channel with whole-image statistics
+    source: PatchSource  # every point's standardised (C, w, w) patch, cut on demand a batch at a time
     channel_mean: np.ndarray  # (C,)
     channel_std: np.ndarray  # (C,)
     y: np.ndarray  # (N, K) float32 targets
@@ -364,14 +368,13 @@ def targets_stage(cfg: RunConfig, sample: Sample, checksum: str, geo: dict, usab
     for k, name in enumerate(targets.names):
         if np.ptp(targets.values[test, k]) == 0:
             say(f"warning: {name} is constant on the test points: its test R² is undefined (NaN)")
-    patches = extract_patches(sample.image, sample.positions, window=geo["window"],
-                              pad_mode="edge" if cfg.pad_mode == "exclude" else cfg.pad_mode)
     # whole-image channel statistics: no target information, so no leak between parts
     ch_mean = sample.image.mean(axis=(1, 2)).astype(np.float32)
     ch_std = np.maximum(sample.image.std(axis=(1, 2)), 1e-8).astype(np.float32)
-    x = standardise_patches(patches, ch_mean, ch_std)
+    source = PatchSource(sample.image, sample.positions, window=geo["window"], pad_mode=cfg.pad_mode,
+                         mean=ch_mean, std=ch_std)  # "exclude" cuts with "edge", as extract_patches did
     return Prepared(sample=sample, checksum=checksum, geometry=geo, split=split, targets=targets, train=train,
-                    val=val, test=test, patches=patches, x=x, channel_mean=ch_mean, channel_std=ch_std,
+                    val=val, test=test, source=source, channel_mean=ch_mean, channel_std=ch_std,
                     y=targets.values.astype(np.float32))
 
 
@@ -391,15 +394,16 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
         f"{vit_cfg.patch} px, window {vit_cfg.window} px, augmentation {cfg.augment}) on {len(d.train)} points")
     t0 = time.perf_counter()
-    image_z = standardise_patches(image[None], d.channel_mean, d.channel_std)[0]  # (C, H, W), for pretraining
-    model, history = fit_vit(d.x, (d.y - y_mean) / y_std, train_index=d.train, val_index=d.val, vit=vit_cfg,
+    image_z = (standardise_patches(image[None], d.channel_mean, d.channel_std)[0]  # (C, H, W), for pretraining
+               if cfg.pretrain_epochs > 0 else None)
+    model, history = fit_vit(d.source, (d.y - y_mean) / y_std, train_index=d.train, val_index=d.val, vit=vit_cfg,
                              train=train_cfg, pretrain_image=image_z,
                              checkpoint_dir=None if checkpoints is None else checkpoints / "vit")
     history["seconds"] = time.perf_counter() - t0
     trained.model = model
     trained.extra = {"units": list(d.targets.units)}
     pred = np.full_like(d.y, np.nan)
-    pred[usable] = trained.predict(d.patches[usable])
+    pred[usable] = trained.predict_points(d.source, usable)
     scores = {name: {**s, "unit": u} for (name, s), u in
               zip(regression_scores(d.y[d.test], pred[d.test], d.targets.names).items(), d.targets.units)}
     return Fitted(trained=trained, vit_cfg=vit_cfg, train_cfg=train_cfg, history=history, pred=pred, scores=scores)
@@ -428,7 +432,7 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     image_z = (standardise_patches(d.sample.image[None], d.channel_mean, d.channel_std)[0]
                if cfg.pretrain_epochs > 0 else None)
     tm = f.trained
-    fitted = fit_members(d.x, (d.y - tm.target_mean) / tm.target_std, train_index=d.train, val_index=d.val,
+    fitted = fit_members(d.source, (d.y - tm.target_mean) / tm.target_std, train_index=d.train, val_index=d.val,
                          vit=f.vit_cfg, train=f.train_cfg, members=cfg.ensemble, jobs=cfg.ensemble_jobs,
                          pretrain_image=image_z, checkpoint_dir=None if checkpoints is None else checkpoints / "ensemble",
                          on_member=lambda k, h: say(f"  member {k} (seed {member_seed(cfg.seed, k)}): best epoch "
@@ -440,7 +444,7 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     preds = np.full((cfg.ensemble, *d.y.shape), np.nan)
     preds[0] = f.pred
     for k, m in enumerate(f.members, start=1):
-        preds[k][usable] = m.predict(d.patches[usable])
+        preds[k][usable] = m.predict_points(d.source, usable)
     mean, spread = np.full_like(d.y, np.nan, dtype=np.float64), np.full_like(d.y, np.nan, dtype=np.float64)
     mean[usable], spread[usable] = ensemble_stats(preds[:, usable])
     cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], method=cfg.calibration)
@@ -479,7 +483,7 @@ def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Pa
     say("baselines: training mean, ridge on patch pixels, position-only trend"
         + (", small CNN" if cfg.cnn_baseline else ""))
     t0 = time.perf_counter()
-    b = fit_baselines(d.x, d.y, d.sample.positions, shape=d.sample.shape, train=d.train, val=d.val,
+    b = fit_baselines(d.source, d.y, d.sample.positions, shape=d.sample.shape, train=d.train, val=d.val,
                       test=d.test, train_cfg=f.train_cfg, cnn=cfg.cnn_baseline,
                       checkpoint_dir=None if checkpoints is None else checkpoints / "cnn")
     b.info["seconds"] = time.perf_counter() - t0

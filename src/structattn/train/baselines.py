@@ -27,37 +27,109 @@ ALPHAS = np.logspace(-2, 5, 22)  # ridge penalties tried on the validation block
 MIN_R2 = 0.1  # below this the ViT explains too little of the target to read its explanations
 
 
-def _ridge_path(xtr: np.ndarray, ytr: np.ndarray, xev: list[np.ndarray], alphas: np.ndarray) -> list[np.ndarray]:
-    """Ridge predictions for every alpha at once via one SVD.
+ROW_BATCH = 1024  # feature rows made at a time: memory bounded by the batch, not by the number of points
 
-    xtr (n, p) and ytr (n, K) centred; returns, for each array in `xev`, (A, m, K).
+
+def _block(x, index: np.ndarray) -> np.ndarray:
+    """Items `index` of `x`: an (N, ...) array, or a `PatchSource` (patches cut on demand)."""
+    from ..scale.patches import PatchSource
+
+    index = np.asarray(index, np.int64)
+    return x.take(index) if isinstance(x, PatchSource) else np.asarray(x[index])
+
+
+def _rows(x, index: np.ndarray) -> np.ndarray:
+    """(len(index), p) float64 feature rows of items `index` of `x` (see `_block`)."""
+    return _block(x, index).reshape(len(index), -1).astype(np.float64)
+
+
+def _batches(index: np.ndarray, batch: int | None = None):
+    batch = batch or ROW_BATCH
+    for i in range(0, len(index), batch):
+        yield index[i:i + batch]
+
+
+def _train_moments(x, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (ddof 0) of the training rows, two streamed passes (no catastrophic cancellation)."""
+    total = None
+    for b in _batches(train):
+        r = _rows(x, b).sum(0)
+        total = r if total is None else total + r
+    mu = total / len(train)
+    ss = np.zeros_like(mu)
+    for b in _batches(train):
+        ss += ((_rows(x, b) - mu) ** 2).sum(0)
+    sd = np.sqrt(ss / len(train))
+    sd[sd < 1e-8] = 1.0
+    return mu, sd
+
+
+def ridge_coefficients(x, y: np.ndarray, *, train: np.ndarray, alphas: np.ndarray = ALPHAS) -> dict:
+    """Ridge coefficients for every penalty at once, features standardised with training statistics.
+
+    `x` is an (N, ...) feature array or a `structattn.scale.PatchSource` (rows cut on demand).
+    The penalty is ``alpha * n_train`` on standardised features and centred targets. With
+    fewer training rows than features, one SVD of the (n, p) training matrix; otherwise the
+    (p, p) Gram matrix is accumulated a batch of rows at a time and eigen-decomposed, so
+    memory is min(n, p) x p numbers, never N x p. Both give sklearn's ``Ridge`` solution.
+
+    Returns:
+        {"mu", "sd": (p,) feature scaling, "ym": (K,) training target mean,
+         "coef": (A, p, K) coefficients on standardised features, one set per penalty}
     """
-    u, s, vt = np.linalg.svd(xtr, full_matrices=False)  # (n, r), (r,), (r, p)
-    uty = u.T @ ytr  # (r, K)
-    d = s[None, :] / (s[None, :] ** 2 + alphas[:, None] * len(xtr))  # (A, r)
+    y = np.asarray(y, np.float64)
+    train = np.asarray(train, np.int64)
+    n = len(train)
+    mu, sd = _train_moments(x, train)
+    ym = y[train].mean(0)
+    yc = y[train] - ym
+    p = len(mu)
+    if n < p:  # dual side is smaller: the training matrix itself
+        z = (_rows(x, train) - mu) / sd
+        u, s, vt = np.linalg.svd(z, full_matrices=False)  # (n, r), (r,), (r, p)
+        uty = u.T @ yc  # (r, K)
+        d = s[None, :] / (s[None, :] ** 2 + alphas[:, None] * n)  # (A, r)
+        coef = np.einsum("rp,ar,rk->apk", vt, d, uty)
+    else:  # primal side is smaller: streamed Gram matrix Z^T Z (p, p) and Z^T y (p, K)
+        gram = np.zeros((p, p))
+        zty = np.zeros((p, y.shape[1]))
+        for b in _batches(train):
+            z = (_rows(x, b) - mu) / sd
+            gram += z.T @ z
+            zty += z.T @ (y[b] - ym)
+        w, v = np.linalg.eigh(gram)  # eigenvalues are the squared singular values
+        w = np.clip(w, 0.0, None)
+        vtz = v.T @ zty  # (p, K)
+        coef = np.einsum("pr,ar,rk->apk", v, 1.0 / (w[None, :] + alphas[:, None] * n), vtz)
+    return {"mu": mu, "sd": sd, "ym": ym, "coef": coef}
+
+
+def ridge_predict(x, index: np.ndarray, fit: dict, coef: np.ndarray) -> np.ndarray:
+    """Predictions (len(index), K) of `coef` (p, K), or of every penalty (A, len(index), K) for (A, p, K)."""
+    index = np.asarray(index, np.int64)
     out = []
-    for x in xev:
-        xv = x @ vt.T  # (m, r)
-        out.append(np.einsum("mr,ar,rk->amk", xv, d, uty))
-    return out
+    for b in _batches(index):
+        z = (_rows(x, b) - fit["mu"]) / fit["sd"]
+        out.append(np.einsum("mp,...pk->...mk", z, coef))
+    return np.concatenate(out, axis=-2) + fit["ym"]
 
 
 def ridge_select(
-    x: np.ndarray, y: np.ndarray, *, train: np.ndarray, val: np.ndarray, alphas: np.ndarray = ALPHAS
+    x, y: np.ndarray, *, train: np.ndarray, val: np.ndarray, alphas: np.ndarray = ALPHAS
 ) -> tuple[np.ndarray, dict]:
-    """Ridge on features x (N, p) -> predictions (N, K) for all points, penalty per target on val.
+    """Ridge on features x -> predictions (N, K) for all points, penalty per target on val.
 
-    Features are standardised with training statistics. Returns (predictions, info) where
-    info holds the chosen penalty per target.
+    `x` is an (N, ...) feature array or a `PatchSource` (patch pixels cut a batch at a time;
+    see `ridge_coefficients`). Features are standardised with training statistics. Returns
+    (predictions, info) where info holds the chosen penalty per target.
     """
-    mu, sd = x[train].mean(0), x[train].std(0)
-    sd[sd < 1e-8] = 1.0
-    z = (x - mu) / sd
-    ym = y[train].mean(0)
-    val_pred, all_pred = _ridge_path(z[train], y[train] - ym, [z[val], z], alphas)
-    mse = ((val_pred - (y[val] - ym)[None]) ** 2).mean(1)  # (A, K)
+    y = np.asarray(y, np.float64)
+    fit = ridge_coefficients(x, y, train=train, alphas=alphas)
+    val_pred = ridge_predict(x, val, fit, fit["coef"])  # (A, m, K)
+    mse = ((val_pred - y[val][None]) ** 2).mean(1)  # (A, K)
     best = mse.argmin(0)  # (K,)
-    pred = np.stack([all_pred[best[k], :, k] for k in range(y.shape[1])], axis=1) + ym
+    chosen = np.stack([fit["coef"][best[k], :, k] for k in range(y.shape[1])], axis=1)  # (p, K)
+    pred = ridge_predict(x, np.arange(len(y)), fit, chosen)
     return pred, {"alpha": [float(alphas[b]) for b in best], "val_mse": [float(mse[b, k]) for k, b in enumerate(best)]}
 
 
@@ -95,7 +167,7 @@ class BaselineResult:
 
 
 def fit_baselines(
-    x: np.ndarray,
+    x,
     y: np.ndarray,
     positions: np.ndarray,
     *,
@@ -107,28 +179,32 @@ def fit_baselines(
     cnn: bool = True,
     checkpoint_dir=None,
 ) -> BaselineResult:
-    """All baselines on standardised patches x (N, C, w, w) and targets y (N, K) (target units).
+    """All baselines on standardised patches and targets y (N, K) (target units).
 
-    The CNN learns the same standardised targets with the same trainer, options and seed as
-    the ViT; ridge and position choose their penalties on the validation points.
+    `x` is an (N, C, w, w) array or a `structattn.scale.PatchSource` that cuts them a batch
+    at a time (what `structattn run` passes: memory bounded by the batch, not by N). The CNN
+    learns the same standardised targets with the same trainer, options and seed as the ViT;
+    ridge and position choose their penalties on the validation points.
     """
     y = np.asarray(y, np.float64)
+    n = len(y)
     preds: dict[str, np.ndarray] = {"mean": np.broadcast_to(y[train].mean(0), y.shape).copy()}
     info: dict = {}
-    flat = x.reshape(len(x), -1).astype(np.float64)
-    preds["ridge"], info["ridge"] = ridge_select(flat, y, train=train, val=val)
+    preds["ridge"], info["ridge"] = ridge_select(x, y, train=train, val=val)
     preds["position"], info["position"] = position_baseline(positions, y, shape=shape, train=train, val=val)
     if cnn:
         ym, ys = y[train].mean(0), np.maximum(y[train].std(0), 1e-8)
+        c, w = _block(x, np.arange(1)).shape[1::2]  # (1, C, w, w) -> C, w
         L.seed_everything(train_cfg.seed, workers=True, verbose=False)
-        model = CNNRegressor(CNNConfig(in_channels=x.shape[1], window=x.shape[-1], n_outputs=y.shape[1]))
+        model = CNNRegressor(CNNConfig(in_channels=c, window=w, n_outputs=y.shape[1]))
         model, hist = fit_model(model, x, (y - ym) / ys, train_index=train, val_index=val, train=train_cfg,
                                 checkpoint_dir=checkpoint_dir)
         import torch
 
+        out = np.empty((n, y.shape[1]))
         with torch.no_grad():
-            xt = torch.as_tensor(x, dtype=torch.float32)
-            out = torch.cat([model(xt[i : i + 512]) for i in range(0, len(xt), 512)]).numpy()
+            for b in _batches(np.arange(n), 512):
+                out[b] = model(torch.as_tensor(_block(x, b), dtype=torch.float32)).numpy()
         preds["cnn"] = out * ys + ym
         info["cnn"] = {"best_epoch": hist["best_epoch"], "stopped_epoch": hist["stopped_epoch"],
                        "config": model.cfg.to_dict()}

@@ -417,6 +417,24 @@ class TrainedModel:
         out = torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
         return out.float().cpu().numpy() * self.target_std + self.target_mean
 
+    @torch.no_grad()
+    def predict_points(self, source, index: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+        """(len(index), K) predictions in target units for points `index` of a `PatchSource`.
+
+        The source must standardise with this model's channel statistics; patches are cut
+        `batch_size` at a time, so memory is bounded by the batch, not by len(index).
+        """
+        if not (np.allclose(source.mean, self.channel_mean) and np.allclose(source.std, self.channel_std)):
+            raise ValueError("source: its channel standardisation differs from the model's")
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        index = np.asarray(index, np.int64)
+        out = [self.model(torch.from_numpy(source.take(index[i:i + batch_size])).to(device)).float().cpu()
+               for i in range(0, len(index), batch_size)]
+        if not out:
+            return np.empty((0, len(self.target_names)), np.float32)
+        return torch.cat(out).numpy() * self.target_std + self.target_mean
+
     def save(self, path: str | os.PathLike) -> None:
         """Write model weights, architecture and scalers to one file (atomically)."""
         payload = {
