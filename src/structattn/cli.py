@@ -232,6 +232,10 @@ def _do_run(args, source: str) -> int:
     step = None if args.quiet else (
         lambda m: console.print(Text(f"  explaining and scoring {m}", style="dim"), soft_wrap=True))
     result = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, log=say, progress=step)
+    from .scale.parallel import global_rank
+
+    if global_rank(cfg.devices) != 0:  # torchrun / srun: the other ranks worked in a scratch folder
+        return 0
     _print_summary(result.metrics)
     console.print(Text.assemble(("done", "bold green"), f" in {time.perf_counter() - t0:.0f} s → {result.out}/report.html"),
                   soft_wrap=True)
