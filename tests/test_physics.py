@@ -160,6 +160,41 @@ def test_enrichment_ci_excludes_one_when_concentrated_and_includes_it_for_noise(
     assert (r0.ci[:, 0] < 1.0).all() and (r0.ci[:, 1] > 1.0).all(), r0.ci
 
 
+@pytest.mark.parametrize("reference", ["area", "profile"])
+def test_enrichment_reads_an_hdf5_stack_in_chunks_with_the_in_memory_answer(reference, tmp_path, monkeypatch):
+    """Runs with many explained points pass the h5py datasets of explanations.h5: the maps are
+    read CHUNK points at a time, and the answer is the one of the whole array in memory."""
+    import h5py
+
+    from structattn.physics import enrichment
+
+    rng = np.random.default_rng(2)
+    m, w = 250, 8
+    lab = rng.integers(0, 3, (m, w, w))
+    maps = np.where(lab == 2, 1.0, 0.3) * rng.random((m, w, w)) * np.hanning(w)[None, :, None]
+    maps[7] = 0.0  # an empty map stays out, in both
+    want = domain_enrichment(maps, lab, names=("a", "b", "c"), n_boot=200, reference=reference)
+    with h5py.File(tmp_path / "maps.h5", "w") as f:
+        f["m"] = maps.astype(np.float32)
+    monkeypatch.setattr(enrichment, "CHUNK", 64)  # 250 points: 4 chunks, the last one short
+    read = []
+    with h5py.File(tmp_path / "maps.h5", "r") as f:
+        ds = f["m"]
+
+        class Spy:  # records every read of the dataset
+            shape = ds.shape
+
+            def __getitem__(self, key):
+                read.append(key)
+                return ds[key]
+
+        got = domain_enrichment(Spy(), lab, names=("a", "b", "c"), n_boot=200, reference=reference)
+    assert all(isinstance(k, slice) and (k.stop - k.start) <= 64 for k in read) and len(read) >= 4
+    np.testing.assert_allclose(got.enrichment, want.enrichment, rtol=1e-6)
+    np.testing.assert_allclose(got.ci, want.ci, rtol=1e-6)
+    np.testing.assert_array_equal(got.valid, want.valid)
+
+
 def test_enrichment_signed_absent_and_empty_maps():
     rng = np.random.default_rng(1)
     lab = rng.integers(0, 2, (30, 8, 8))

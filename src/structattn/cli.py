@@ -363,12 +363,12 @@ def cmd_domains(args) -> int:
 
     run = RunFolder(args.run)
     cfg = run.config["run"]
-    idx, maps = run.explanations()
     pred = run.predictions  # the run's measured targets drive the low/high split
-    values = {str(n): pred["y_true"][idx, k] for k, n in enumerate(pred["target_names"])}
-    dom = run_domains(run.path, sample=run.sample, point_index=idx, maps=maps, window=int(cfg["window"]),
-                      pad_mode=cfg["pad_mode"], values=values, source=args.source, n_boot=args.n_boot,
-                      seed=args.seed, reference=args.reference)
+    with run.open_explanations() as (idx, maps):  # maps read a chunk of points at a time
+        values = {str(n): pred["y_true"][idx, k] for k, n in enumerate(pred["target_names"])}
+        dom = run_domains(run.path, sample=run.sample, point_index=idx, maps=maps, window=int(cfg["window"]),
+                          pad_mode=cfg["pad_mode"], values=values, source=args.source, n_boot=args.n_boot,
+                          seed=args.seed, reference=args.reference)
     if dom is None:
         raise ValueError("RUN: no segmentation available: the data has no labels and no amplitude+phase channels")
     write_report(run.path, sample=run.sample)

@@ -580,9 +580,10 @@ def domains_stage(stage: Path, cfg: RunConfig, d: Prepared, index: np.ndarray, s
     from .physics import run_domains
 
     try:  # `structattn domains` can redo it
-        dom = run_domains(stage, sample=d.sample, point_index=index, maps=RunFolder(stage).explanations()[1],
-                          window=d.geometry["window"], pad_mode=cfg.pad_mode, seed=cfg.seed,
-                          values={n: d.y[index, k] for k, n in enumerate(d.targets.names)})
+        with RunFolder(stage).open_explanations() as (_, maps):  # read a chunk of points at a time
+            dom = run_domains(stage, sample=d.sample, point_index=index, maps=maps,
+                              window=d.geometry["window"], pad_mode=cfg.pad_mode, seed=cfg.seed,
+                              values={n: d.y[index, k] for k, n in enumerate(d.targets.names)})
     except ValueError as exc:
         say(f"domains skipped: {exc}")
         return

@@ -317,12 +317,30 @@ class RunFolder:
         with np.load(self.path / "predictions.npz", allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
-    def explanations(self) -> tuple[np.ndarray, dict]:
-        """(point_index (M,), {method: {target: (M, w, w)}})."""
+    def explanations(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+        """(point_index (M,), {method: {target: (M, w, w)}}), read into memory.
+
+        `rows` (increasing positions along M) reads only those explained points: then both
+        the index and the maps hold just them. For all maps of many points use
+        `open_explanations`, which reads only what is sliced.
+        """
+        with self.open_explanations() as (idx, maps):
+            sel = slice(None) if rows is None else np.asarray(rows, np.int64)
+            return idx[sel], {m: {t: ds[sel] for t, ds in per.items()} for m, per in maps.items()}
+
+    def explanation_index(self) -> np.ndarray:
+        """(M,) point_index of explanations.h5 (no map is read)."""
+        with h5py.File(self.path / "explanations.h5", "r") as f:
+            return f["point_index"][()]
+
+    @contextlib.contextmanager
+    def open_explanations(self):
+        """``with run.open_explanations() as (point_index, maps):`` maps[method][target] are
+        h5py datasets (M, w, w), read only where sliced (``ds[a:b]``, ``ds[sorted index]``):
+        memory follows the slice, not the number of explained points."""
         with h5py.File(self.path / "explanations.h5", "r") as f:
             idx = f["point_index"][()]
-            maps = {m: {t: f[m][t][()] for t in f[m]} for m in f if m != "point_index"}
-        return idx, maps
+            yield idx, {m: {t: f[m][t] for t in f[m]} for m in f if m != "point_index"}
 
     @cached_property
     def model(self):

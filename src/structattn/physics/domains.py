@@ -176,8 +176,8 @@ def analyze_domains(
     splits: dict[str, dict[str, EnrichmentSplit]] = {}
     for method, per_target in maps.items():
         for target, stack in per_target.items():
-            arr = np.asarray(stack)
-            if arr.shape != lp.shape:
+            arr = stack if hasattr(stack, "shape") else np.asarray(stack)  # an h5py dataset stays on disk
+            if tuple(arr.shape) != lp.shape:
                 raise ValueError(
                     f"maps[{method!r}][{target!r}]: expected {lp.shape} (points x window x window), got {arr.shape}"
                 )

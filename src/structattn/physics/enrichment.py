@@ -255,6 +255,9 @@ def _result(names, share, area, valid, *, n_boot, seed, level, meta=None) -> Enr
     )
 
 
+CHUNK = 1024  # explained points handled at a time by `domain_enrichment`
+
+
 def domain_enrichment(
     maps: np.ndarray,
     label_patches: np.ndarray,
@@ -269,7 +272,8 @@ def domain_enrichment(
 
     Args:
         maps: (M, w, w) attribution maps, pixel-aligned with the patches (any sign; the
-            absolute value is used). NaN is rejected.
+            absolute value is used). NaN is rejected. An array or anything sliced like one
+            along M (an h5py dataset): it is read `CHUNK` points at a time.
         label_patches: (M, w, w) int class index per pixel, into `names`.
         names: (L,) class names.
         n_boot: bootstrap resamples over points.
@@ -285,21 +289,18 @@ def domain_enrichment(
         ValueError: shapes differ, labels fall outside ``0..L-1``, maps hold NaN/inf, or
             the settings are out of range.
     """
-    a = np.asarray(maps, dtype=np.float64)
-    y = np.asarray(label_patches)
+    y_all = label_patches if hasattr(label_patches, "shape") else np.asarray(label_patches)
+    maps = maps if hasattr(maps, "shape") else np.asarray(maps)
     names = tuple(str(n) for n in names)
-    if a.ndim != 3:
-        raise ValueError(f"maps: expected (M, w, w) attribution maps, got shape {a.shape}")
-    if y.shape != a.shape:
-        raise ValueError(f"label_patches: expected the maps' shape {a.shape}, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"label_patches: expected an integer array, got dtype {y.dtype}")
+    shape = tuple(getattr(maps, "shape", np.shape(maps)))
+    if len(shape) != 3:
+        raise ValueError(f"maps: expected (M, w, w) attribution maps, got shape {shape}")
+    if tuple(np.shape(y_all)) != shape:
+        raise ValueError(f"label_patches: expected the maps' shape {shape}, got {tuple(np.shape(y_all))}")
+    if not np.issubdtype(np.asarray(y_all[:0]).dtype, np.integer):
+        raise TypeError(f"label_patches: expected an integer array, got dtype {np.asarray(y_all[:0]).dtype}")
     if len(names) < 1:
         raise ValueError("names: expected at least one class name")
-    if y.size and (y.min() < 0 or y.max() >= len(names)):
-        raise ValueError(f"label_patches: values must index names (0..{len(names) - 1}), got {y.min()}..{y.max()}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"maps: {int((~np.isfinite(a)).sum())} non-finite value(s); explanations must be finite")
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 10:
         raise ValueError(f"n_boot: expected an integer >= 10, got {n_boot!r}")
     if not 0.0 < level < 1.0:
@@ -307,17 +308,32 @@ def domain_enrichment(
     if reference not in ("area", "profile"):
         raise ValueError(f"reference: expected 'area' or 'profile', got {reference!r}")
 
-    m, L = a.shape[0], len(names)
-    w = np.abs(a).reshape(m, -1)  # (M, P)
-    lab = y.reshape(m, -1)  # (M, P)
-    onehot = lab[:, :, None] == np.arange(L)[None, None, :]  # (M, P, L)
-    total = w.sum(1)  # (M,)
+    m, L = shape[0], len(names)
+    total, mass, area = np.empty(m), np.empty((m, L)), np.empty((m, L))
+    prof_sum = np.zeros(shape[1] * shape[2])
+    bad = 0
+    # CHUNK points at a time: `maps` may be an h5py dataset of any length; memory follows the chunk
+    for i in range(0, m, CHUNK):
+        a = np.asarray(maps[i:i + CHUNK], dtype=np.float64)
+        lab = np.asarray(y_all[i:i + CHUNK]).reshape(len(a), -1)  # (b, P)
+        if lab.size and (lab.min() < 0 or lab.max() >= L):
+            raise ValueError(f"label_patches: values must index names (0..{L - 1}), got {lab.min()}..{lab.max()}")
+        bad += int((~np.isfinite(a)).sum())
+        w = np.abs(a).reshape(len(a), -1)  # (b, P)
+        onehot = lab[:, :, None] == np.arange(L)[None, None, :]  # (b, P, L)
+        total[i:i + len(a)] = w.sum(1)
+        mass[i:i + len(a)] = np.einsum("mp,mpl->ml", w, onehot)
+        area[i:i + len(a)] = onehot.mean(1)
+        ok = total[i:i + len(a)] > 0
+        prof_sum += (w[ok] / total[i:i + len(a)][ok, None]).sum(0)
+    if bad:
+        raise ValueError(f"maps: {bad} non-finite value(s); explanations must be finite")
     valid = total > 0
-    share = np.einsum("mp,mpl->ml", w, onehot) / np.where(valid, total, 1.0)[:, None]  # (M, L)
-    if reference == "area" or not valid.any():
-        area = onehot.mean(1)  # (M, L)
-    else:
-        prof = (w[valid] / total[valid, None]).mean(0)  # (P,) average map shape, sums to 1
-        area = np.einsum("p,mpl->ml", prof, onehot)  # (M, L) class share under that shape
+    share = mass / np.where(valid, total, 1.0)[:, None]  # (M, L)
+    if reference == "profile" and valid.any():
+        prof = prof_sum / valid.sum()  # (P,) average map shape, sums to 1
+        for i in range(0, m, CHUNK):
+            lab = np.asarray(y_all[i:i + CHUNK]).reshape(-1, len(prof))
+            area[i:i + len(lab)] = np.einsum("p,mpl->ml", prof, lab[:, :, None] == np.arange(L)[None, None, :])
     return _result(names, share, area, valid, n_boot=int(n_boot), seed=seed, level=level,
                    meta={"reference": reference})

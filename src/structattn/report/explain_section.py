@@ -79,14 +79,15 @@ def explanations_compared(ctx) -> str | None:
         return None
     unlearned = unlearned_targets(metrics)
     try:
-        idx, maps = ctx.run.explanations()
+        n_all = len(ctx.run.explanation_index())
+        idx, maps = ctx.run.explanations(rows=np.arange(min(N_SHOWN, n_all)))  # only the points shown are read
     except (OSError, KeyError):
         idx, maps = np.zeros(0, np.int64), {}
     img = None
     if maps and len(idx):
         sample = ctx.sample
         window = next(iter(next(iter(maps.values())).values())).shape[-1]
-        shown = np.arange(min(N_SHOWN, len(idx)))
+        shown = np.arange(len(idx))
         img = extract_patches(sample.image[:1], sample.positions[idx[shown]], window=window, pad_mode="edge")[:, 0]
     parts = [SECTION_NOTE]
     for target, per in scores.items():

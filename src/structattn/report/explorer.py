@@ -19,6 +19,7 @@ targets and five maps each the file stays near 13 MB (docs/explanations.md).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from importlib import resources
 
@@ -96,8 +97,9 @@ def _maps_payload(idx: np.ndarray, maps: dict, *, n_points: int, patch: int, met
     index[np.asarray(idx, int)] = np.arange(len(idx))
     present = {t for m in methods for t in maps[m]}  # columns of the maps grid: the run's target order
     targets = [t for t in order if t in present] + sorted(present - set(order))
-    raw = {m: {t: np.asarray(maps[m][t], np.float32) for t in maps[m]} for m in methods}
-    out = {m: {t: quantise_maps(a, patch=patch) for t, a in per.items()} for m, per in raw.items()}
+    raw = {m: maps[m] for m in methods}  # arrays or h5py datasets: one (M, w, w) stack in memory at a time
+    out = {m: {t: quantise_maps(np.asarray(a, np.float32), patch=patch) for t, a in per.items()}
+           for m, per in raw.items()}
     note, factor = "", 1
     size = lambda: sum(len(q["data"]) for per in out.values() for q in per.values())  # noqa: E731
     while size() > MAX_MAP_BYTES and factor < patch:  # pixel-resolution maps of many points: coarsen them
@@ -106,7 +108,7 @@ def _maps_payload(idx: np.ndarray, maps: dict, *, n_points: int, patch: int, met
             for t, a in per.items():
                 q = out[m][t]
                 if not q["shared"] and q["res"] > a.shape[-1] // factor:
-                    out[m][t] = quantise_maps(_downsample(a, factor), patch=patch)
+                    out[m][t] = quantise_maps(_downsample(np.asarray(a, np.float32), factor), patch=patch)
         note = (f"pixel-resolution maps are shown averaged over {factor} x {factor} pixel blocks to keep the file "
                 "small; explanations.h5 has them at full resolution")
     for m in methods:  # one sign convention per method, whatever the target
@@ -163,8 +165,9 @@ def explorer_payload(ctx) -> dict:
     padded = np.pad(img, ((0, 0), (half, window - half), (half, window - half)), mode=pad)
     n = len(p["positions"])
     names = [str(x) for x in p["target_names"]]
+    opened = contextlib.ExitStack()  # maps stay in the file: read one (method, target) at a time
     try:
-        idx, maps = run.explanations()
+        idx, maps = opened.enter_context(run.open_explanations())
     except (OSError, KeyError):
         idx, maps = np.zeros(0, np.int64), {}
     metrics = run.metrics
@@ -188,12 +191,14 @@ def explorer_payload(ctx) -> dict:
                   "padded": [_b64(_scaled_like(p, c), "u1") for p, c in zip(padded, img)]},
         "window": window,
         "patch": patch,
-        "maps": (_maps_payload(idx, maps, n_points=n, patch=patch, methods=methods, order=names)
-                 if maps and len(idx) else None),
+        "maps": None,
         "loops": _loops_payload(ctx, n),
         "scores": {"header": header, "rows": rows},
         "luts": {"seq": _lut("inferno"), "div": _lut("RdBu_r")},
     }
+    with opened:
+        if maps and len(idx):
+            payload["maps"] = _maps_payload(idx, maps, n_points=n, patch=patch, methods=methods, order=names)
     return payload
 
 

@@ -22,11 +22,11 @@ def latent_section(ctx) -> str | None:
     names = [str(n) for n in summ["names"].tolist()]
     learned = ctx.run.metrics.get("targets", {})
     r2 = {n: float(learned[n]["r2"]) for n in names if n in learned}
-    idx, maps = ctx.run.explanations()
-    mean_maps = {
-        method: {n: np.abs(per[n]).mean(axis=0) for n in names if n in per and len(per[n])}
-        for method, per in maps.items()
-    }
+    with ctx.run.open_explanations() as (_, maps):  # mean |map| read a chunk of points at a time
+        mean_maps = {
+            method: {n: _mean_abs(per[n]) for n in names if n in per and len(per[n])}
+            for method, per in maps.items()
+        }
     mean_maps = {m: v for m, v in mean_maps.items() if v}
     kind = str(summ["kind"])
     rows = [[kind.upper(), float(summ["recon_error"]), float(summ["recon_error_rel"]), float(summ["recon_error_heldout"])]]
@@ -57,3 +57,11 @@ def latent_section(ctx) -> str | None:
     for caption, fig in latent_figures(summ, ctx.sample.positions, r2=r2 or None, mean_maps=mean_maps or None):
         parts.append(f"<p class='note'>{html.escape(caption)}</p>" + fig_to_html(fig, alt=caption))
     return "".join(parts)
+
+
+def _mean_abs(ds, chunk: int = 1024) -> np.ndarray:
+    """Mean over points of |maps| for an (M, w, w) array or h5py dataset, `chunk` points at a time."""
+    total = np.zeros(ds.shape[1:])
+    for i in range(0, len(ds), chunk):
+        total += np.abs(np.asarray(ds[i:i + chunk], np.float64)).sum(0)
+    return total / len(ds)

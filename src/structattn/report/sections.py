@@ -130,8 +130,15 @@ def gallery_choice(metrics: dict, methods: list[str]) -> tuple[str | None, str |
 
 @register_section(40, "Attention on test points")
 def attention_gallery(ctx) -> str | None:
-    idx, maps = ctx.run.explanations()
-    if not maps or len(idx) == 0:
+    idx = ctx.run.explanation_index()
+    if len(idx) == 0:
+        return None
+    cfg = ctx.run.config["run"]
+    n = min(int(cfg.get("gallery", 8)), len(idx))
+    pick = np.unique(np.linspace(0, len(idx) - 1, n).round().astype(int))
+    n = len(pick)
+    _, maps = ctx.run.explanations(rows=pick)  # only the gallery's points are read: maps[m][t][j] is pick[j]
+    if not maps:
         return None
     m = ctx.run.metrics
     method, target, why = gallery_choice(m, list(maps))
@@ -139,16 +146,13 @@ def attention_gallery(ctx) -> str | None:
         return None
     if target not in maps[method]:
         target = next(iter(maps[method]))
-    cfg = ctx.run.config["run"]
     s = ctx.sample
-    n = min(int(cfg.get("gallery", 8)), len(idx))
-    pick = np.linspace(0, len(idx) - 1, n).round().astype(int)
     pad = "edge" if cfg["pad_mode"] == "exclude" else cfg["pad_mode"]
     patches = extract_patches(s.image, s.positions[idx[pick]], window=cfg["window"], pad_mode=pad)
     masks = truth_masks(s, target=target, window=cfg["window"], index=idx[pick])  # None without ground truth
     fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.6), squeeze=False)
     for j in range(n):
-        figures.overlay(patches[j, 0], maps[method][target][pick[j]],
+        figures.overlay(patches[j, 0], maps[method][target][j],
                         mask=None if masks is None else masks[j], title=f"point {idx[pick[j]]}", ax=axes[0, j])
     head = f"<h3>{html.escape(method)} on {html.escape(target)}</h3>"
     warn = ""
