@@ -27,8 +27,9 @@ from .data.sample import Sample
 from .explain import EXPLAINERS
 from .nets.vit import ViTConfig
 from .points import check_points_spec, choose_points
-from .scale.patches import PatchSource
 from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
+from .scale.memory import release_freed_memory
+from .scale.patches import PatchSource
 from .targets import TargetSet, resolve_targets
 from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
 from .train.metrics import regression_scores
@@ -676,8 +677,11 @@ def run_pipeline(
         usable, split = split_stage(cfg, sample, geo)
         data = targets_stage(cfg, sample, checksum, geo, usable, split, say)
         fitted = fit_stage(cfg, data, usable, say, checkpoints)
+        release_freed_memory()  # each stage's freed batches back to the OS before the next one
         uncertainty_stage(cfg, data, fitted, usable, say, checkpoints)
+        release_freed_memory()
         baselines_stage(cfg, data, fitted, say, checkpoints)
+        release_freed_memory()
         per_sample_stage(data, fitted, say)
         index = choose_points(data.test, sample.n_points, cfg.points, seed=cfg.seed)
         write_stage(stage, cfg, data, fitted, index)

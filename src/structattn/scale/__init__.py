@@ -6,6 +6,7 @@
 - `sharded`: `predict_to_shards`, a Lightning predict loop whose DDP ranks write shard HDF5 files
 - `explain`: `explain_points`, a Lightning predict loop whose ranks write shards, merged by rank 0
 - `precision`: the bf16-autocast check of attention maps against fp32
+- `memory`: freed heap pages back to the OS in long batch loops (glibc ``malloc_trim``)
 """
 
 from .explain import explain_batch, explain_points, shard_range

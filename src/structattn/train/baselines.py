@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 
 from ..nets.cnn import CNNConfig, CNNRegressor
+from ..scale.memory import every
 from .trainer import TrainConfig, fit_model
 
 BASELINES = ("mean", "ridge", "position", "cnn")
@@ -203,8 +204,9 @@ def fit_baselines(
 
         out = np.empty((n, y.shape[1]))
         with torch.no_grad():
-            for b in _batches(np.arange(n), 512):
+            for k, b in enumerate(_batches(np.arange(n), 512)):
                 out[b] = model(torch.as_tensor(_block(x, b), dtype=torch.float32)).numpy()
+                every(k)
         preds["cnn"] = out * ys + ym
         info["cnn"] = {"best_epoch": hist["best_epoch"], "stopped_epoch": hist["stopped_epoch"],
                        "config": model.cfg.to_dict()}

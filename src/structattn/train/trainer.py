@@ -426,11 +426,15 @@ class TrainedModel:
         """
         if not (np.allclose(source.mean, self.channel_mean) and np.allclose(source.std, self.channel_std)):
             raise ValueError("source: its channel standardisation differs from the model's")
+        from ..scale.memory import every
+
         self.model.eval()
         device = next(self.model.parameters()).device
         index = np.asarray(index, np.int64)
-        out = [self.model(torch.from_numpy(source.take(index[i:i + batch_size])).to(device)).float().cpu()
-               for i in range(0, len(index), batch_size)]
+        out = []
+        for k, i in enumerate(range(0, len(index), batch_size)):
+            out.append(self.model(torch.from_numpy(source.take(index[i:i + batch_size])).to(device)).float().cpu())
+            every(k)  # freed batch tensors back to the OS: resident memory stays flat over many batches
         if not out:
             return np.empty((0, len(self.target_names)), np.float32)
         return torch.cat(out).numpy() * self.target_std + self.target_mean
