@@ -178,3 +178,17 @@ def test_semisynthetic_bad_options_name_the_field():
         make_semisynthetic(image=TEXTURE, rules=("nope",))
     with pytest.raises(FileNotFoundError, match="image"):
         make_semisynthetic(image="/no/such.h5")
+
+
+def test_ridge_rejects_bad_targets_naming_the_parameter():
+    from structattn.train.baselines import ridge_coefficients
+
+    x = np.random.default_rng(0).standard_normal((20, 5))
+    with pytest.raises(ValueError, match=r"y: expected \(20, K\)"):
+        ridge_coefficients(x, np.zeros(20), train=np.arange(10))
+    with pytest.raises(ValueError, match="train: expected at least 2"):
+        ridge_coefficients(x, np.zeros((20, 1)), train=np.arange(1))
+    y = np.zeros((20, 1))
+    y[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ridge_coefficients(x, y, train=np.arange(10))

@@ -3,7 +3,7 @@
 Predicting or explaining tens of thousands of points allocates and frees the same few
 megabyte-sized tensors batch after batch. glibc's allocator raises its mmap threshold after
 the first large frees and then serves those tensors from the heap, which fragments: the
-resident memory of a 65k-point prediction grew by about 300 MB although no more than one
+resident memory of a 65k-point prediction grew by about 160 MB although no more than one
 batch was alive (measured: 799 -> 960 MB over 128 batches of 512). Calling ``malloc_trim(0)``
 every few batches returns the free pages and keeps it flat (782 MB) at no measurable cost
 (70.1 s against 70.8 s). On other C libraries (macOS, musl, Windows) this does nothing.

@@ -20,8 +20,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 
 from ..nets.cnn import CNNConfig, CNNRegressor
-from ..scale.memory import every
-from .trainer import TrainConfig, fit_model
+from .trainer import TrainConfig, fit_model, predict_batched
 
 BASELINES = ("mean", "ridge", "position", "cnn")
 ALPHAS = np.logspace(-2, 5, 22)  # ridge penalties tried on the validation blocks (relative to n)
@@ -80,6 +79,12 @@ def ridge_coefficients(x, y: np.ndarray, *, train: np.ndarray, alphas: np.ndarra
     """
     y = np.asarray(y, np.float64)
     train = np.asarray(train, np.int64)
+    if y.ndim != 2 or len(y) != len(x):
+        raise ValueError(f"y: expected ({len(x)}, K) targets, one row per item of x, got shape {y.shape}")
+    if len(train) < 2:
+        raise ValueError(f"train: expected at least 2 training rows, got {len(train)}")
+    if not np.isfinite(y[train]).all():
+        raise ValueError("y: the training targets hold NaN or inf")
     n = len(train)
     mu, sd = _train_moments(x, train)
     ym = y[train].mean(0)
@@ -200,13 +205,7 @@ def fit_baselines(
         model = CNNRegressor(CNNConfig(in_channels=c, window=w, n_outputs=y.shape[1]))
         model, hist = fit_model(model, x, (y - ym) / ys, train_index=train, val_index=val, train=train_cfg,
                                 checkpoint_dir=checkpoint_dir)
-        import torch
-
-        out = np.empty((n, y.shape[1]))
-        with torch.no_grad():
-            for k, b in enumerate(_batches(np.arange(n), 512)):
-                out[b] = model(torch.as_tensor(_block(x, b), dtype=torch.float32)).numpy()
-                every(k)
+        out = predict_batched(model, lambda a, b: _block(x, np.arange(a, b)), n)
         preds["cnn"] = out * ys + ym
         info["cnn"] = {"best_epoch": hist["best_epoch"], "stopped_epoch": hist["stopped_epoch"],
                        "config": model.cfg.to_dict()}

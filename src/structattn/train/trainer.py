@@ -388,6 +388,23 @@ def standardise_patches(patches: np.ndarray, mean: np.ndarray, std: np.ndarray) 
     return ((np.asarray(patches, np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
 
+@torch.no_grad()
+def predict_batched(model: torch.nn.Module, take, n: int, *, batch_size: int = 512) -> np.ndarray:
+    """(n, K) float32 outputs of `model` (eval mode, on its own device) for inputs ``take(a, b)``
+    (the items a..b-1, an array or tensor), `batch_size` at a time; freed batch memory goes back
+    to the OS every few batches (`structattn.scale.memory`), so resident memory stays flat."""
+    from ..scale.memory import every
+
+    model.eval()
+    device = next(model.parameters()).device  # CPU, or where Lightning put it
+    out = []
+    for k, a in enumerate(range(0, n, batch_size)):
+        xb = torch.as_tensor(take(a, min(n, a + batch_size)), dtype=torch.float32).to(device)
+        out.append(model(xb).float().cpu())
+        every(k)
+    return torch.cat(out).numpy() if out else np.empty((0, model.cfg.n_outputs), np.float32)
+
+
 @dataclass
 class TrainedModel:
     """A trained ViT with everything needed to apply it to raw patches."""
@@ -409,15 +426,12 @@ class TrainedModel:
         """Raw (N, C, w, w) patches -> model input tensor."""
         return torch.as_tensor(standardise_patches(patches, self.channel_mean, self.channel_std))
 
-    @torch.no_grad()
     def predict(self, patches: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
         """Raw (N, C, w, w) patches -> (N, K) predictions in target units."""
-        self.model.eval()
-        x = self.standardise(patches).to(next(self.model.parameters()).device)  # CPU, or where Lightning put it
-        out = torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        return out.float().cpu().numpy() * self.target_std + self.target_mean
+        x = self.standardise(patches)
+        out = predict_batched(self.model, lambda a, b: x[a:b], len(x), batch_size=batch_size)
+        return out * self.target_std + self.target_mean
 
-    @torch.no_grad()
     def predict_points(self, source, index: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
         """(len(index), K) predictions in target units for points `index` of a `PatchSource`.
 
@@ -426,18 +440,9 @@ class TrainedModel:
         """
         if not (np.allclose(source.mean, self.channel_mean) and np.allclose(source.std, self.channel_std)):
             raise ValueError("source: its channel standardisation differs from the model's")
-        from ..scale.memory import every
-
-        self.model.eval()
-        device = next(self.model.parameters()).device
         index = np.asarray(index, np.int64)
-        out = []
-        for k, i in enumerate(range(0, len(index), batch_size)):
-            out.append(self.model(torch.from_numpy(source.take(index[i:i + batch_size])).to(device)).float().cpu())
-            every(k)  # freed batch tensors back to the OS: resident memory stays flat over many batches
-        if not out:
-            return np.empty((0, len(self.target_names)), np.float32)
-        return torch.cat(out).numpy() * self.target_std + self.target_mean
+        out = predict_batched(self.model, lambda a, b: source.take(index[a:b]), len(index), batch_size=batch_size)
+        return out * self.target_std + self.target_mean
 
     def save(self, path: str | os.PathLike) -> None:
         """Write model weights, architecture and scalers to one file (atomically)."""
