@@ -12,6 +12,9 @@ random 5 % of the pool and adds K = 5 % of the pool per round, up to 50 %, chose
 * ``random``: K pool points at random;
 * ``grid``: a regular grid refined coarse to fine (pool points on every 2^j-th lattice row and
   column first, j from coarse to fine, random order within a level);
+* ``maxdet``: the K picks chosen jointly by greedy MaxDet (`structattn.acquire.select_maxdet`,
+  Holzmüller et al. 2023) on the ensemble's last-layer features; run first on the held-out
+  textures (``VALIDATION``), and on the benchmark only if it beats ``uncertainty`` there (it did not);
 * ``gp_uncertainty`` and ``gp_random``: the usual choice in automated microscopy, a Gaussian
   process (scikit-learn, constant x RBF + white noise, hyper-parameters by marginal likelihood)
   on a 20-component PCA of the patches (fitted on the pool's patches), choosing by its own
@@ -31,6 +34,8 @@ the pool with at most 35 % of it.
     python bench/bench_campaign.py --jobs 2          # every data set x seed (about 1-2 h on 2 cores)
     python bench/bench_campaign.py --summary         # bench/results/campaign.json + docs/img/campaign.png
     python bench/bench_campaign.py --one beps --seed 0 --quick   # a smoke test
+    python bench/bench_campaign.py --jobs 2 --datasets semi_Funakubo0002,semi_Funakubo0005 --seeds 0,1 \
+        --strategies maxdet,uncertainty,random                   # a new strategy on the held-out textures
 """
 
 from __future__ import annotations
@@ -63,7 +68,14 @@ DATASETS = {
     "semi_Funakubo0004": (f"semisynthetic:image={DATA / 'pto_pfm_images' / 'PTO_Funakubo0004.h5'},"
                           "rules=amp_corner+threshold+wall_density", None, "amp_corner=max"),
 }
-STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random")
+STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random", "maxdet")
+# Textures held out from the benchmark, on which a new strategy is checked before it runs on it.
+VALIDATION = {
+    f"semi_Funakubo000{i}": (f"semisynthetic:image={DATA / 'pto_pfm_images' / f'PTO_Funakubo000{i}.h5'},"
+                             "rules=amp_corner+threshold+wall_density", None, "amp_corner=max")
+    for i in (2, 5)
+}
+VAL_OUT = ROOT / "bench" / "results" / "campaign_validation"
 
 
 def prepare(name: str):
@@ -71,7 +83,7 @@ def prepare(name: str):
     from structattn.data.io import load_sample, sample_checksum
     from structattn.pipeline import RunConfig, resolve_geometry, split_stage, targets_stage
 
-    source, targets, _ = DATASETS[name]
+    source, targets, _ = {**DATASETS, **VALIDATION}[name]
     cfg = RunConfig(source=source, targets=targets, progress=False)
     sample = load_sample(source, structure_from=cfg.structure_from)
     geo = resolve_geometry(sample, cfg)
@@ -113,6 +125,13 @@ def fit_cnn_ensemble(x, y, idx, *, seed: int, members: int = MEMBERS, quick: boo
             out = [torch.cat([mm(xt[index[i:i + 512]]) for i in range(0, len(index), 512)]).numpy() for mm in models]
         return np.stack(out) * ys + ym
 
+    def features(index):
+        """(n, members x hidden) last hidden layer of every member: the MaxDet kernel's features."""
+        with torch.no_grad():
+            return np.concatenate([torch.cat([mm.head[:3](mm.features(xt[index[i:i + 512]]))
+                                              for i in range(0, len(index), 512)]).numpy() for mm in models], axis=1)
+
+    predict.features = features
     return predict
 
 
@@ -160,16 +179,16 @@ def pick_spread(positions, cand, score, k, min_distance):
             d *= 0.7  # K do not fit at this distance: relax (a rule fixed in advance)
 
 
-def campaign(name: str, seed: int, *, quick: bool = False) -> dict:
+def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES) -> dict:
     import torch
 
-    from structattn.acquire import expected_improvement, parse_goal, uncertainty_score
+    from structattn.acquire import expected_improvement, parse_goal, select_maxdet, uncertainty_score
     from structattn.train.metrics import regression_scores
 
     torch.set_num_threads(int(os.environ.get("CAMPAIGN_THREADS", "1")))
     d, geo = prepare(name)
     names = list(d.targets.names)
-    goal = parse_goal(DATASETS[name][2], names)
+    goal = parse_goal({**DATASETS, **VALIDATION}[name][2], names)
     gk = names.index(goal.target)
     x, y, pos = d.source.take(np.arange(d.sample.n_points)), d.y.astype(np.float64), d.sample.positions
     pool = np.sort(np.concatenate([d.train, d.val]))
@@ -190,11 +209,11 @@ def campaign(name: str, seed: int, *, quick: bool = False) -> dict:
     feats /= feats[pool].std(0)
     rng0 = np.random.default_rng(seed)
     start = rng0.choice(pool, size=n0, replace=False)
-    out = {"dataset": name, "seed": seed, "targets": names, "goal": DATASETS[name][2], "n_pool": int(n_pool),
+    out = {"dataset": name, "seed": seed, "targets": names, "goal": {**DATASETS, **VALIDATION}[name][2], "n_pool": int(n_pool),
            "n_test": int(len(test)), "k": k, "window": geo["window"], "spacing_px": spacing,
            "learner": f"deep ensemble of {MEMBERS} small CNNs, 20 epochs (200-800 steps) from scratch each round",
            "strategies": {}}
-    for strat in STRATEGIES:
+    for strat in strategies:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed * 7919 + STRATEGIES.index(strat))
         measured = list(start)
@@ -223,6 +242,8 @@ def campaign(name: str, seed: int, *, quick: bool = False) -> dict:
             elif strat == "grid":
                 taken = set(measured)
                 new = np.array([i for i in order if i not in taken][:k])
+            elif strat == "maxdet":
+                new = cand[select_maxdet(pred.features(idx), pred.features(cand), n=k)]
             else:
                 if strat == "gp_uncertainty":
                     mu, sd = pred(cand)
@@ -321,6 +342,21 @@ def summary() -> None:
         need_gp = "never" if acc_gp["fraction_needed"] is None else f"{100 * acc_gp['fraction_needed']:.0f} %"
         print(f"{name}: random R² at 50 % = {acc['random_r2_at_50']:.3f}; uncertainty needs {need} -> {verdict}; "
               f"GP-uncertainty needs {need_gp}")
+    # The held-out textures: where a new strategy is checked before it may run on the benchmark.
+    val = {}
+    for f in sorted(VAL_OUT.glob("*.json")):
+        r = json.loads(f.read_text())
+        val.setdefault(r["dataset"], []).append(r)
+    for name, runs in val.items():
+        strats = [s for s in STRATEGIES if all(s in r["strategies"] for r in runs)]
+        entry = {"seeds": [r["seed"] for r in runs], "curves": {}, "acceptance": {}}
+        for strat in strats:
+            frac, m, s = _mean_curve(runs, strat, "r2_mean")
+            entry["curves"][strat] = {"fraction": frac.tolist(), "r2_mean": m.tolist(), "r2_sd_over_seeds": s.tolist()}
+            if strat != "random" and "random" in strats:
+                entry["acceptance"][strat] = acceptance(runs, strat)
+        result.setdefault("validation", {})[name] = entry
+        print(f"held out {name}: " + "; ".join(f"{s} needs {a['fraction_needed']}" for s, a in entry["acceptance"].items()))
     fig.tight_layout()
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURE, dpi=90)
@@ -330,29 +366,54 @@ def summary() -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--one", choices=sorted(DATASETS), help="one data set (with --seed)")
+    ap.add_argument("--one", choices=sorted({**DATASETS, **VALIDATION}), help="one data set (with --seed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="2 rounds, 20 steps: a smoke test (results not saved)")
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--jobs", type=int, default=1, help="campaigns in parallel, one torch thread each")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--datasets", default=",".join(DATASETS),
+                    help=f"comma-separated; the held-out textures {', '.join(VALIDATION)} write to {VAL_OUT.name}/")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds to run")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help="comma-separated; strategies already in a result file are kept, missing ones are added")
     a = ap.parse_args()
+    wanted = tuple(s for s in a.strategies.split(",") if s)
+    if unknown := [s for s in wanted if s not in STRATEGIES]:
+        ap.error(f"--strategies: unknown {unknown}; expected some of {', '.join(STRATEGIES)}")
+
+    def result_path(name: str, seed: int) -> Path:
+        return (VAL_OUT if name in VALIDATION else OUT) / f"{name}_seed{seed}.json"
+
+    def missing(name: str, seed: int) -> tuple:
+        f = result_path(name, seed)
+        have = json.loads(f.read_text())["strategies"] if f.is_file() else {}
+        return tuple(s for s in wanted if s not in have)
+
     if a.summary:
         summary()
     elif a.one:
-        res = campaign(a.one, a.seed, quick=a.quick)
+        todo = missing(a.one, a.seed) if not a.quick else wanted
+        res = campaign(a.one, a.seed, quick=a.quick, strategies=todo)
         if not a.quick:
-            OUT.mkdir(parents=True, exist_ok=True)
-            (OUT / f"{a.one}_seed{a.seed}.json").write_text(json.dumps(res, indent=1))
+            f = result_path(a.one, a.seed)
+            if f.is_file():  # add the new strategies to the earlier ones (same start set, same seeds)
+                old = json.loads(f.read_text())
+                old["strategies"].update(res["strategies"])
+                res = old
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(".tmp")
+            tmp.write_text(json.dumps(res, indent=1))
+            tmp.replace(f)
     else:
         procs: list[subprocess.Popen] = []
         for name in a.datasets.split(","):
-            for seed in SEEDS:
-                if (OUT / f"{name}_seed{seed}.json").is_file():
+            for seed in (int(v) for v in a.seeds.split(",")):
+                if not missing(name, seed):
                     continue
                 while len([p for p in procs if p.poll() is None]) >= a.jobs:
                     time.sleep(2)
-                procs.append(subprocess.Popen([sys.executable, __file__, "--one", name, "--seed", str(seed)]))
+                procs.append(subprocess.Popen([sys.executable, __file__, "--one", name, "--seed", str(seed),
+                                               "--strategies", a.strategies]))
         for p in procs:
             p.wait()
         summary()

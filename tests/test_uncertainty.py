@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from structattn.acquire import Goal, expected_improvement, far_from, parse_goal, select_spread
+from structattn.acquire import Goal, expected_improvement, far_from, parse_goal, select_maxdet, select_spread
 from structattn.cli import main
 from structattn.maps import predict_dense, predict_points
 from structattn.runfolder import RunFolder
@@ -118,6 +118,40 @@ def test_select_spread_keeps_distance_and_refuses_too_many():
         select_spread(g, score, n=len(g) + 1, min_distance=0.0)
     assert far_from(np.array([[0.0, 0.0], [5.0, 0.0]]), np.array([[1.0, 0.0]]), 2.0).tolist() == [False, True]
 
+
+
+def _maxdet_reference(fm, fc, n, noise):
+    """Greedy MaxDet written the slow way: a GP posterior variance from the explicit kernel matrix."""
+    scale = np.sqrt(np.mean((fm**2).sum(1)))
+    fm, fc = fm / scale, fc / scale
+    picked = []
+    for _ in range(n):
+        x = np.vstack([fm, fc[picked]])
+        kc = fc @ x.T
+        var = (fc**2).sum(1) - np.einsum("ij,ij->i", kc @ np.linalg.inv(x @ x.T + noise * np.eye(len(x))), kc)
+        var[picked] = -np.inf
+        picked.append(int(np.argmax(var)))
+    return picked
+
+
+def test_select_maxdet_matches_the_gp_posterior_and_avoids_repeats():
+    rng = np.random.default_rng(4)
+    fm, fc = rng.normal(size=(40, 6)), rng.normal(size=(150, 6))
+    for noise in (0.01, 0.3):
+        assert select_maxdet(fm, fc, n=12, noise=noise).tolist() == _maxdet_reference(fm, fc, 12, noise)
+    # Ten copies of one unusual candidate: ranking by variance alone would take all ten (they
+    # are the most uncertain); MaxDet takes one, because after it the others are (nearly) known.
+    fm, fc = rng.normal(size=(10, 30)), rng.normal(size=(150, 30))
+    odd = np.tile(rng.normal(size=(1, 30)) * 3, (10, 1))
+    for noise in (0.01, 1.0):
+        picks = select_maxdet(fm, np.vstack([odd, fc]), n=10, noise=noise)
+        assert picks[0] < 10 and (picks[1:] >= 10).all(), picks
+    # Nothing measured yet: still a valid, distinct batch.
+    assert len(set(select_maxdet(np.zeros((0, 6)), fc, n=20).tolist())) == 20
+    with pytest.raises(ValueError, match="^--n: expected 1 to 150"):
+        select_maxdet(fm, fc, n=151)
+    with pytest.raises(ValueError, match="^features: expected finite"):
+        select_maxdet(fm, np.where(fc > 2.5, np.nan, fc), n=3)
 
 # ----------------------------------------------------------------------------- the run
 def test_run_records_calibrated_coverage_and_ensemble(small_run):

@@ -151,3 +151,62 @@ def select_spread(positions: np.ndarray, scores: np.ndarray, *, n: int, min_dist
         alive &= d2 >= min_distance**2
         alive[i] = False
     return np.array(picked, int)
+
+
+MAXDET_NOISE = 0.01  # sigma = 0.1 on a kernel scaled to mean diagonal 1 (Holzmüller et al. 2023)
+
+
+def select_maxdet(measured: np.ndarray, candidates: np.ndarray, *, n: int, noise: float = MAXDET_NOISE) -> np.ndarray:
+    """Indices of `n` candidates chosen jointly by greedy MaxDet on a feature kernel (batch active learning).
+
+    The batch method of Holzmüller et al. (2023, "A framework and benchmark for deep batch
+    active learning for regression", JMLR 24, 164), in its ``P`` mode with a last-layer kernel:
+
+    * kernel k(a, b) = <f(a), f(b)> on the network's last hidden features (an ensemble
+      concatenates its members' features, i.e. sums their kernels), scaled so its mean
+      diagonal over the measured points is 1;
+    * the Gaussian-process posterior given the measured points with noise variance `noise`
+      (a Bayesian linear model on the features, prior N(0, I) on the weights);
+    * greedily the candidate of largest posterior variance, then condition on it as if it
+      were measured (a rank-one update), and repeat: this maximises the determinant of the
+      batch's posterior covariance one point at a time.
+
+    Unlike ranking by the ensemble's spread, a candidate whose features resemble one already
+    picked loses its variance, so the batch is diverse in what the model sees, not only in
+    position, and the spread needs no distance.
+
+    Args:
+        measured: (M, D) features of the measured points (M may be 0).
+        candidates: (N, D) features of the candidates.
+        n: how many to pick (1 <= n <= N).
+        noise: observation-noise variance on the scaled kernel.
+    """
+    fm = np.asarray(measured, np.float64).reshape(-1, np.shape(candidates)[-1])
+    fc = np.asarray(candidates, np.float64)
+    if fc.ndim != 2 or not len(fc):
+        raise ValueError(f"candidates: expected (N, D) features with N >= 1, got shape {fc.shape}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(fc):
+        raise ValueError(f"--n: expected 1 to {len(fc)} positions (the candidates), got {n!r}")
+    if not (np.isfinite(fm).all() and np.isfinite(fc).all()):
+        raise ValueError("features: expected finite values, got NaN or inf")
+    if not noise > 0:
+        raise ValueError(f"noise: expected a variance > 0, got {noise!r}")
+    ref = fm if len(fm) else fc
+    scale = np.sqrt(max(float(np.mean(np.sum(ref**2, axis=1))), 1e-300))
+    fm, fc = fm / scale, fc / scale
+    d = fc.shape[1]
+    # Posterior weight covariance S = (Fm^T Fm / noise + I)^-1, by a symmetric solve.
+    s = np.linalg.inv(fm.T @ fm / noise + np.eye(d))
+    s = (s + s.T) / 2
+    var = np.einsum("nd,de,ne->n", fc, s, fc)
+    alive = np.ones(len(fc), bool)
+    picked: list[int] = []
+    for _ in range(n):
+        i = int(np.argmax(np.where(alive, var, -np.inf)))
+        picked.append(i)
+        alive[i] = False
+        g = s @ fc[i]  # S f_i
+        denom = noise + float(fc[i] @ g)
+        s -= np.outer(g, g) / denom
+        var -= (fc @ g) ** 2 / denom
+    return np.array(picked, int)
