@@ -13,7 +13,7 @@ the imports included):
   explain  attention, rollout, gradattn for both targets on all N points, 64 at a time,
            streamed into a chunked gzip explanations.h5 (structattn.scale.explain_points)
   occlusion  one perturbation method on N/64 points (every 64th), same streaming
-  predict  dense prediction at N grid positions (maps.predict_batches, 256 at a time) into a
+  predict  dense prediction at N grid positions (scale.predict.predict_batches, 256 at a time) into a
            chunked gzip HDF5 dataset, as `structattn predict` writes it
   run      the whole `structattn run` (run_pipeline) on the N points with the two targets:
            spatial split, ViT (1 epoch), a deep ensemble of 2, the four baselines (ridge by
@@ -128,7 +128,7 @@ def child(stage: str, n: int, workdir: Path) -> dict:
         elif stage == "predict":
             import h5py
 
-            from structattn.maps import predict_batches
+            from structattn.scale.predict import predict_batches
             from structattn.train.trainer import TrainedModel
 
             tm = TrainedModel(model=model, target_names=("a", "b"), channel_mean=np.zeros(2, np.float32),

@@ -206,7 +206,7 @@ def test_r2_bars_and_table_check_their_arguments():
 
     matplotlib.use("Agg")
     from structattn.report.figures import r2_bars
-    from structattn.report.html import table_html
+    from structattn.report.base import table_html
 
     ax = r2_bars(np.array([[0.5, 0.0, np.nan], [-2.0, 0.1, 0.3]]), targets=["a", "b"], models=["ViT", "mean", "cnn"])
     assert len(ax.patches) == 6 and ax.get_ylim()[0] == pytest.approx(-0.5)

@@ -11,7 +11,8 @@ import pytest
 
 from structattn.acquire import Goal, expected_improvement, far_from, parse_goal, select_maxdet, select_spread
 from structattn.cli import main
-from structattn.maps import predict_dense, predict_points
+from structattn.maps import predict_dense
+from structattn.scale.predict import predict_points
 from structattn.runfolder import RunFolder
 from structattn.train.uncertainty import (Calibration, conformal_quantiles, coverage, fit_calibration,
                                           interval_coverage, reliability)
@@ -173,7 +174,7 @@ def test_run_records_calibrated_coverage_and_ensemble(small_run):
 def test_ensemble_is_less_certain_off_the_training_texture(small_run):
     """Members agree on the structure they were trained on and disagree on a foreign one."""
     from structattn.data import extract_patches
-    from structattn.maps import predict_members
+    from structattn.scale.predict import predict_members
 
     run = RunFolder(small_run.out)
     s = run.sample

@@ -74,7 +74,8 @@ def suggest(
         min_distance: suggested positions at least this far apart (default: twice the spacing).
         batch: positions predicted at a time (bounds memory).
     """
-    from .maps import grid_axes, predict_points
+    from .maps import grid_axes
+    from .scale.predict import predict_points
     from .runfolder import RunFolder, atomic_write_bytes
 
     t0 = time.perf_counter()

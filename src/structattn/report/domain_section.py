@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from . import domain_figures
-from .html import fig_to_html, not_learned_warning, register_section, table_html
+from .base import fig_to_html, not_learned_warning, register_section, table_html
 from .summary import unlearned_targets
 
 

@@ -17,7 +17,7 @@ from ..data.truth import truth_masks
 from ..evaluate.faithful import RANDOMISATION_FAIL, faithful_method, rank_methods
 from ..evaluate.suite import TABLE_COLUMNS, comparison_rows
 from .explain_figures import plot_method_maps, plot_score_bars
-from .html import fig_to_html, not_learned_warning, register_section, table_html
+from .base import fig_to_html, not_learned_warning, register_section, table_html
 from .summary import faithfulness_phrase, unlearned_targets
 
 N_SHOWN = 4  # points shown side by side

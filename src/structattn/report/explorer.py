@@ -26,7 +26,7 @@ from importlib import resources
 import numpy as np
 
 from ..evaluate.suite import TABLE_COLUMNS, comparison_rows
-from .html import register_section
+from .base import register_section
 
 MAX_MAP_BYTES = 12_000_000  # base64 characters of all maps; beyond, pixel-resolution maps are coarsened 2x, 4x, ...
 SPLIT_NAMES = {0: "train", 1: "validation", 2: "test", -1: "unused"}

@@ -7,7 +7,7 @@ import html
 
 import numpy as np
 
-from .html import fig_to_html, register_section, table_html
+from .base import fig_to_html, register_section, table_html
 
 
 @register_section(45, "Unsupervised loop latents")

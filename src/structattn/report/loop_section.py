@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .html import fig_to_html, register_section, table_html
+from .base import fig_to_html, register_section, table_html
 from .loop_figures import descriptor_maps_figure, example_fits_figure, fit_quality_figure, pick_example_fits
 
 

@@ -96,11 +96,9 @@ def property_maps(structure: np.ndarray, rows: np.ndarray, cols: np.ndarray, mea
     return axes
 
 
-def maps_figure_png(path) -> bytes:
-    """The figure of a maps.h5 file (`structattn.maps`): structure | property | uncertainty per target."""
-    from ..maps import read_maps
-
-    m = read_maps(path)
+def maps_figure_png(m: dict) -> bytes:
+    """The figure of a maps.h5 file as `structattn.maps.read_maps` returns it: structure | property |
+    uncertainty per target."""
     a = m["attrs"]
     units = dict(zip(a["target_names"], a["units"]))
     names = a["target_names"]

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from .html import fig_to_html, register_section
+from .base import fig_to_html, register_section
 
 
 def _um(v) -> str:

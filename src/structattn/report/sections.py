@@ -11,7 +11,7 @@ from ..data.patches import extract_patches
 from ..data.truth import truth_masks
 from ..evaluate.faithful import RANDOMISATION_FAIL, faithful_method, rank_methods
 from . import figures
-from .html import fig_to_html, not_learned_warning, register_section, table_html
+from .base import fig_to_html, not_learned_warning, register_section, table_html
 from ..train.baselines import MIN_R2 as LEARNED_MIN_R2
 from .summary import faithfulness_phrase, unlearned_targets
 

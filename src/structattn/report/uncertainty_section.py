@@ -6,7 +6,7 @@ import html
 
 import matplotlib.pyplot as plt
 
-from .html import fig_to_html, register_section, table_html
+from .base import fig_to_html, register_section, table_html
 from .map_figures import reliability_plot
 
 

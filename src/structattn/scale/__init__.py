@@ -3,6 +3,7 @@
 - `patches`: `PatchSource` / `PatchDataset`, patches cut on demand from a (memory-mapped) image
 - `h5stream`: explanations.h5 written batch by batch (chunked, compressed, atomic) and shard merging
 - `parallel`: ``--accelerator/--devices/--num-nodes/--strategy/--precision`` -> Lightning
+- `predict`: ensemble mean and calibrated std at positions, batch by batch (`predict`, `suggest`)
 - `sharded`: `predict_to_shards`, a Lightning predict loop whose DDP ranks write shard HDF5 files
 - `explain`: `explain_points`, a Lightning predict loop whose ranks write shards, merged by rank 0
 - `precision`: the bf16-autocast check of attention maps against fp32

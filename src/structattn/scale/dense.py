@@ -3,9 +3,9 @@
 Each rank predicts a contiguous share of the grid positions with every ensemble member and
 writes its share into a shard (`structattn.scale.sharded.predict_to_shards`); global rank 0
 merges the shards into maps.h5 (`structattn.maps.predict_dense`). The work per batch is
-`structattn.maps.predict_batch` (NaN outside the image for ``pad_mode="exclude"``), as in
-`structattn.maps.predict_batches`, on raw patches cut on demand by a `PatchSource` (the same crops
-as `structattn.maps.iter_patches`).
+`structattn.scale.predict.predict_batch` (NaN outside the image for ``pad_mode="exclude"``), as
+in the one-process `predict_batches`, on raw patches cut on demand by a `PatchSource` (the same
+crops as `iter_patches`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..maps import predict_batch
 from .patches import PatchDataset, PatchSource
+from .predict import predict_batch
 from .sharded import predict_to_shards
 
 
