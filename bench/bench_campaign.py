@@ -15,6 +15,8 @@ random 5 % of the pool and adds K = 5 % of the pool per round, up to 50 %, chose
 * ``maxdet``: the K picks chosen jointly by greedy MaxDet (`structattn.acquire.select_maxdet`,
   Holzmüller et al. 2023) on the ensemble's last-layer features; run first on the held-out
   textures (``VALIDATION``), and on the benchmark only if it beats ``uncertainty`` there (it did not);
+* ``lcmd``: the K picks by LCMD (`select_lcmd`, the same paper), representative and diverse in
+  that feature space, no uncertainty; held-out textures only, for the same reason;
 * ``gp_uncertainty`` and ``gp_random``: the usual choice in automated microscopy, a Gaussian
   process (scikit-learn, constant x RBF + white noise, hyper-parameters by marginal likelihood)
   on a 20-component PCA of the patches (fitted on the pool's patches), choosing by its own
@@ -68,7 +70,7 @@ DATASETS = {
     "semi_Funakubo0004": (f"semisynthetic:image={DATA / 'pto_pfm_images' / 'PTO_Funakubo0004.h5'},"
                           "rules=amp_corner+threshold+wall_density", None, "amp_corner=max"),
 }
-STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random", "maxdet")
+STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random", "maxdet", "lcmd")
 # Textures held out from the benchmark, on which a new strategy is checked before it runs on it.
 VALIDATION = {
     f"semi_Funakubo000{i}": (f"semisynthetic:image={DATA / 'pto_pfm_images' / f'PTO_Funakubo000{i}.h5'},"
@@ -168,6 +170,39 @@ def grid_order(positions: np.ndarray, pool: np.ndarray, rng) -> np.ndarray:
     return pool[np.argsort(keys)]
 
 
+def select_lcmd(measured: np.ndarray, candidates: np.ndarray, *, n: int) -> np.ndarray:
+    """Indices of `n` candidates by LCMD (largest cluster maximum distance; Holzmüller et al. 2023, TP mode).
+
+    Every candidate belongs to its nearest centre (a measured point or one picked before) in the
+    feature space; the cluster with the largest sum of squared distances gives its farthest
+    member as the next pick, which becomes a centre. Representative and diverse, no uncertainty.
+    """
+    fm = np.asarray(measured, np.float64)
+    fc = np.asarray(candidates, np.float64)
+    sq_c = (fc**2).sum(1)
+    dmin = np.full(len(fc), np.inf)
+    owner = np.full(len(fc), -1)
+    for a in range(0, len(fm), 256):  # nearest measured centre, in blocks
+        blk = fm[a:a + 256]
+        d2 = np.maximum(sq_c[:, None] + (blk**2).sum(1)[None] - 2 * fc @ blk.T, 0.0)
+        j = d2.argmin(1)
+        better = d2[np.arange(len(fc)), j] < dmin
+        dmin[better], owner[better] = d2[np.arange(len(fc)), j][better], a + j[better]
+    picked: list[int] = []
+    alive = np.ones(len(fc), bool)
+    for _ in range(n):
+        sizes = np.bincount(owner[alive], weights=dmin[alive], minlength=owner.max() + 1)
+        c = int(np.argmax(sizes))
+        members = np.flatnonzero(alive & (owner == c))
+        i = int(members[np.argmax(dmin[members])])
+        picked.append(i)
+        alive[i] = False
+        d2 = np.maximum(sq_c + sq_c[i] - 2 * fc @ fc[i], 0.0)
+        closer = d2 < dmin
+        dmin[closer], owner[closer] = d2[closer], len(fm) + len(picked) - 1
+    return np.array(picked, int)
+
+
 def pick_spread(positions, cand, score, k, min_distance):
     from structattn.acquire import select_spread
 
@@ -244,6 +279,8 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
                 new = np.array([i for i in order if i not in taken][:k])
             elif strat == "maxdet":
                 new = cand[select_maxdet(pred.features(idx), pred.features(cand), n=k)]
+            elif strat == "lcmd":
+                new = cand[select_lcmd(pred.features(idx), pred.features(cand), n=k)]
             else:
                 if strat == "gp_uncertainty":
                     mu, sd = pred(cand)
