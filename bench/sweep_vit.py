@@ -58,6 +58,11 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "default_posbias": ({"stem": 16, "pos_bias": True}, {"weight_decay": 0.3, "buffer": 8}),
     "posbias_stem0": ({"stem": 0, "pos_bias": True}, {"weight_decay": 0.3, "buffer": 8}),
     "default_mim10": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8, "pretrain_epochs": 10}),
+    # round 4 (2-core CPU, --epochs 80 as `structattn run`): early stopping (patience 15) against
+    # none (the whole cosine schedule, best validation epoch kept). The learning-rate schedule is
+    # the same, so both follow one trajectory; only where it ends differs.
+    "default_p15": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8, "patience": 15}),
+    "default_nostop": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8, "patience": 10_000}),
 }
 
 
