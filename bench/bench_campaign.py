@@ -78,6 +78,7 @@ VALIDATION = {
     for i in (2, 5)
 }
 VAL_OUT = ROOT / "bench" / "results" / "campaign_validation"
+ALL = {**DATASETS, **VALIDATION}
 
 
 def prepare(name: str):
@@ -85,7 +86,7 @@ def prepare(name: str):
     from structattn.data.io import load_sample, sample_checksum
     from structattn.pipeline import RunConfig, resolve_geometry, split_stage, targets_stage
 
-    source, targets, _ = {**DATASETS, **VALIDATION}[name]
+    source, targets, _ = ALL[name]
     cfg = RunConfig(source=source, targets=targets, progress=False)
     sample = load_sample(source, structure_from=cfg.structure_from)
     geo = resolve_geometry(sample, cfg)
@@ -223,7 +224,7 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
     torch.set_num_threads(int(os.environ.get("CAMPAIGN_THREADS", "1")))
     d, geo = prepare(name)
     names = list(d.targets.names)
-    goal = parse_goal({**DATASETS, **VALIDATION}[name][2], names)
+    goal = parse_goal(ALL[name][2], names)
     gk = names.index(goal.target)
     x, y, pos = d.source.take(np.arange(d.sample.n_points)), d.y.astype(np.float64), d.sample.positions
     pool = np.sort(np.concatenate([d.train, d.val]))
@@ -244,7 +245,7 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
     feats /= feats[pool].std(0)
     rng0 = np.random.default_rng(seed)
     start = rng0.choice(pool, size=n0, replace=False)
-    out = {"dataset": name, "seed": seed, "targets": names, "goal": {**DATASETS, **VALIDATION}[name][2], "n_pool": int(n_pool),
+    out = {"dataset": name, "seed": seed, "targets": names, "goal": ALL[name][2], "n_pool": int(n_pool),
            "n_test": int(len(test)), "k": k, "window": geo["window"], "spacing_px": spacing,
            "learner": f"deep ensemble of {MEMBERS} small CNNs, 20 epochs (200-800 steps) from scratch each round",
            "strategies": {}}
@@ -403,7 +404,7 @@ def summary() -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--one", choices=sorted({**DATASETS, **VALIDATION}), help="one data set (with --seed)")
+    ap.add_argument("--one", choices=sorted(ALL), help="one data set (with --seed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="2 rounds, 20 steps: a smoke test (results not saved)")
     ap.add_argument("--summary", action="store_true")

@@ -44,23 +44,21 @@ def one(texture: str, seed: int) -> None:
                             sample.image.mean((1, 2)), sample.image.std((1, 2)))
     y = sample.targets
     ym, ys = y[split.train].mean(0), y[split.train].std(0)
-    tcfg = TrainConfig(epochs=80, seed=seed, progress=False, weight_decay=0.3)
+    tcfg = TrainConfig(epochs=80, seed=seed, progress=False)  # weight decay 0.3: the default, as the CNN's
     vcfg = ViTConfig(in_channels=x.shape[1], window=32, n_outputs=y.shape[1], stem=16)
     model, _ = fit_vit(x, (y - ym) / ys, train_index=split.train, val_index=split.val, vit=vcfg, train=tcfg)
     with torch.no_grad():
         vit = model(torch.as_tensor(x[split.test])).numpy() * ys + ym
     b = fit_baselines(x, y, sample.positions, shape=sample.shape, train=split.train, val=split.val, test=split.test,
-                      train_cfg=TrainConfig(epochs=80, seed=seed, progress=False))
+                      train_cfg=tcfg)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(OUT / f"{texture}_seed{seed}.npz", y=y[split.test], vit=vit, cnn=b.predictions["cnn"][split.test],
              ridge=b.predictions["ridge"][split.test], names=np.array(sample.target_names))
 
 
-def r2(t, p):
-    return 1 - ((t - p) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
-
-
 def summary() -> None:
+    from sweep_vit import r2
+
     by: dict = {}
     for f in sorted(OUT.glob("*.npz")):
         by.setdefault(f.stem.rsplit("_seed", 1)[0], []).append(np.load(f))

@@ -151,6 +151,8 @@ def test_select_maxdet_matches_the_gp_posterior_and_avoids_repeats():
     assert len(set(select_maxdet(np.zeros((0, 6)), fc, n=20).tolist())) == 20
     with pytest.raises(ValueError, match="^--n: expected 1 to 150"):
         select_maxdet(fm, fc, n=151)
+    with pytest.raises(ValueError, match=r"^measured: expected \(M, 30\)"):
+        select_maxdet(fm.reshape(30, 10), fc, n=3)  # the same 300 values, another width: not reshaped silently
     with pytest.raises(ValueError, match="^features: expected finite"):
         select_maxdet(fm, np.where(fc > 2.5, np.nan, fc), n=3)
 

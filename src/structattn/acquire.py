@@ -181,10 +181,14 @@ def select_maxdet(measured: np.ndarray, candidates: np.ndarray, *, n: int, noise
         n: how many to pick (1 <= n <= N).
         noise: observation-noise variance on the scaled kernel.
     """
-    fm = np.asarray(measured, np.float64).reshape(-1, np.shape(candidates)[-1])
     fc = np.asarray(candidates, np.float64)
     if fc.ndim != 2 or not len(fc):
         raise ValueError(f"candidates: expected (N, D) features with N >= 1, got shape {fc.shape}")
+    fm = np.asarray(measured, np.float64)
+    if fm.size == 0:
+        fm = fm.reshape(0, fc.shape[1])
+    if fm.ndim != 2 or fm.shape[1] != fc.shape[1]:
+        raise ValueError(f"measured: expected (M, {fc.shape[1]}) features like the candidates', got shape {fm.shape}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(fc):
         raise ValueError(f"--n: expected 1 to {len(fc)} positions (the candidates), got {n!r}")
     if not (np.isfinite(fm).all() and np.isfinite(fc).all()):
@@ -195,7 +199,7 @@ def select_maxdet(measured: np.ndarray, candidates: np.ndarray, *, n: int, noise
     scale = np.sqrt(max(float(np.mean(np.sum(ref**2, axis=1))), 1e-300))
     fm, fc = fm / scale, fc / scale
     d = fc.shape[1]
-    # Posterior weight covariance S = (Fm^T Fm / noise + I)^-1, by a symmetric solve.
+    # Posterior weight covariance S = (Fm^T Fm / noise + I)^-1 (D x D: D is small), kept symmetric.
     s = np.linalg.inv(fm.T @ fm / noise + np.eye(d))
     s = (s + s.T) / 2
     var = np.einsum("nd,de,ne->n", fc, s, fc)
