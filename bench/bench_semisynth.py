@@ -13,6 +13,11 @@ not determine (``trend``, ``noise``), which a run must call "not learned".
     python bench/bench_semisynth.py --jobs 2             # all runs (about 8 min a run on 2 CPU cores)
     python bench/bench_semisynth.py --summary            # table -> bench/results/semisynth.json
 
+The same benchmark with another readout (sweep round 5), next to the default's figures:
+
+    python bench/bench_semisynth.py --jobs 2 --threads 1 --readout spatial --runs bench/.runs_spatial
+    python bench/bench_semisynth.py --summary --runs bench/.runs_spatial --result bench/results/semisynth_spatial.json
+
 A subset that fits a shorter budget (issue 17: AttnLRP next to the attention family): the three
 rules the ViT learns with R² >= 0.7 on the full benchmark, on chosen images only:
 
@@ -75,12 +80,13 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
     return out
 
 
-def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS) -> None:
+def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, readout: str | None = None) -> None:
     from structattn.pipeline import RunConfig, run_pipeline
 
     t0 = time.perf_counter()
+    opts = {} if readout is None else {"readout": readout}  # None: the default run, no option changed
     res = run_pipeline(RunConfig(source=source, device=device, progress=False, domains=False, points="96",
-                                 methods=METHODS), runs_dir / name, overwrite=True)
+                                 methods=METHODS, **opts), runs_dir / name, overwrite=True)
     print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return res
 
@@ -150,6 +156,8 @@ if __name__ == "__main__":
     ap.add_argument("--images", default=None, help="comma-separated texture names (default: all)")
     ap.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
     ap.add_argument("--result", type=Path, default=RESULT, help="summary JSON")
+    ap.add_argument("--readout", default=None,
+                    help="run with this --readout instead of the default (sweep round 5, docs/training.md)")
     a = ap.parse_args()
     images = a.images.split(",") if a.images else None
     if a.threads:
@@ -161,7 +169,7 @@ if __name__ == "__main__":
     elif a.summary:
         summary(a.runs, a.result)
     elif a.one:
-        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs)
+        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs, a.readout)
     else:
         names = list(runs(a.subset, images))
         procs: list[subprocess.Popen] = []
@@ -170,7 +178,8 @@ if __name__ == "__main__":
                 time.sleep(1)
             procs.append(subprocess.Popen([sys.executable, __file__, "--one", n, "--device", a.device,
                                            "--threads", str(a.threads), "--subset", a.subset, "--runs", str(a.runs)]
-                                          + (["--images", a.images] if a.images else [])))
+                                          + (["--images", a.images] if a.images else [])
+                                          + (["--readout", a.readout] if a.readout else [])))
         for p in procs:
             p.wait()
         summary(a.runs, a.result)

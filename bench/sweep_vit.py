@@ -63,6 +63,11 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # the same, so both follow one trajectory; only where it ends differs.
     "default_p15": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8, "patience": 15}),
     "default_nostop": ({"stem": 16}, {"weight_decay": 0.3, "buffer": 8, "patience": 10_000}),
+    # round 5 (2-core CPU, 80 epochs): a position-aware readout, one linear map of every final token
+    # state instead of the [CLS] state alone
+    "default_tokens": ({"stem": 16, "readout": "tokens"}, {"weight_decay": 0.3, "buffer": 8}),
+    "default_spatial": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8}),
+    "default_pool": ({"stem": 16, "readout": "pool"}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 

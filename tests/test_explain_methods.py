@@ -163,3 +163,49 @@ def test_target_out_of_range_names_the_parameter():
         make_explainer("ig", trained_toy()).attribute(torch.zeros(1, 1, WINDOW, WINDOW), target=5)
     with pytest.raises(ValueError, match="methods"):
         make_explainer("lime", trained_toy())
+
+
+@pytest.mark.parametrize("readout", ["cls", "tokens", "spatial", "pool"])
+def test_readout_contributions_add_up_to_the_output(readout):
+    torch.manual_seed(0)
+    m = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, n_outputs=3, readout=readout)).eval()
+    with torch.no_grad():  # give the zero-initialised head bias a value the check would notice
+        m.head.bias.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    x = torch.randn(5, 2, 16, 16)
+    h, _ = m.encode(x)
+    y = m(x).detach()
+    for k in range(3):
+        c = m.readout_contributions(h, k)
+        torch.testing.assert_close(c.sum(-1), y[:, k] - m.head.bias[k].detach(), rtol=1e-4, atol=1e-5)
+        r = m.readout_shares(h, k)
+        torch.testing.assert_close(r.sum(-1), torch.ones(5))
+        if readout == "cls":
+            assert torch.all(r[:, 0] == 1)
+        if readout == "tokens":
+            assert torch.all(r[:, 0] == 0)
+
+
+def test_attention_maps_follow_a_readout_of_the_patch_tokens():
+    # A "spatial" model whose output 1 reads token 5 alone (its [CLS] head zeroed): rollout and
+    # gradient-weighted attention must put their largest score there. The [CLS] row would not.
+    torch.manual_seed(1)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, n_outputs=2, readout="spatial")
+    m = ViTRegressor(cfg).eval()
+    j = 5
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.read_where.zero_()
+        m.read_where[1, j] = 1.0
+        m.read_what.normal_()
+    x = torch.randn(6, 1, 16, 16)
+    for ex in (RolloutExplainer(m), GradAttnExplainer(m)):
+        assert ex.needs_target  # each output reads its own tokens
+        tok = ex.attribute(x, target=1)[:, ::4, ::4].reshape(6, -1)
+        assert torch.all(tok.argmax(-1) == j), (ex.name, tok.argmax(-1))
+    with pytest.raises(ValueError, match="target"):
+        RolloutExplainer(m).attribute(x)
+
+
+def test_readout_names_the_choices():
+    with pytest.raises(ValueError, match="readout: expected one of"):
+        ViTConfig(readout="mean")

@@ -358,7 +358,8 @@ def test_run_from_image_and_loops_computes_standard_descriptors(tmp_path, capsys
     out = tmp_path / "run"
     rc = main(["run", "--image", str(ibw), "--loops", str(tmp_path / "sub.npz"), "--out", str(out),
                "--epochs", "2", "--dim", "16", "--depth", "1", "--heads", "2", "--window", "16", "--patch", "4",
-               "--stem", "0", "--blocks", "3", "--methods", "attention", "--points", "6", "--no-cnn-baseline", "--no-domains", "--quiet", "--ensemble", "1"])
+               "--stem", "0", "--blocks", "3", "--methods", "attention", "--points", "6", "--no-cnn-baseline", "--no-domains", "--quiet", "--ensemble", "1",
+               "--readout", "spatial"])
     assert rc == 0, capsys.readouterr().err
     assert (_state(ibw), _state(tmp_path / "sub.npz")) == before
     run = RunFolder(out)
@@ -371,6 +372,10 @@ def test_run_from_image_and_loops_computes_standard_descriptors(tmp_path, capsys
     html = (out / "report.html").read_text()
     assert "Points on the image (co-registration)" in html and "covers the same scan area" in html
     assert tuple(s.meta["registration"]["grid_shape"]) == (17, 17)
+    # --readout spatial: recorded, and raw attention now follows what each target reads
+    assert run.config["model"]["readout"] == "spatial"
+    with h5py.File(out / "explanations.h5") as f:
+        assert not np.allclose(f["attention/V+"][:], f["attention/imprint"][:])
 
 
 def test_run_arguments_are_checked(tmp_path, capsys):

@@ -29,6 +29,7 @@ def _quiet_libraries() -> None:
 
 def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     from .data.patches import PAD_MODES
+    from .nets.vit import READOUTS
     from .pipeline import RunConfig
 
     d = RunConfig()
@@ -81,6 +82,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
     p.add_argument("--stem", type=int, default=d.stem,
                    help=f"conv stem channels before tokenising, 0 = linear patch embedding (default {d.stem})")
+    p.add_argument("--readout", default=d.readout, choices=READOUTS,
+                   help="what the outputs read: cls (default: the final [CLS] state), spatial (also a learned "
+                        "spatial weighting of the patch tokens per target), tokens, pool; see docs/training.md")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
@@ -210,7 +214,7 @@ def _config_from_args(args, source: str):
         source=source, targets=args.targets, structure_from=args.structure_from, window=args.window,
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-        depth=args.depth, heads=args.heads, stem=args.stem, weight_decay=args.weight_decay, blocks=args.blocks,
+        depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=_device_from(args), progress=not args.quiet, domains=not args.no_domains,

@@ -25,7 +25,7 @@ from .data.io import load_sample, sample_checksum, source_files
 from .data.patches import PAD_MODES, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
-from .nets.vit import ViTConfig
+from .nets.vit import READOUTS, ViTConfig
 from .points import check_points_spec, choose_points
 from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .scale.memory import release_freed_memory
@@ -52,6 +52,7 @@ class RunConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
+    readout: str = "cls"  # what the outputs read: "cls" or "spatial" (also the patch tokens); see docs/training.md
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
@@ -99,6 +100,8 @@ class RunConfig:
         for name, flag in (("weight_decay", "--weight-decay"), ("stem", "--stem")):
             if getattr(self, name) < 0:
                 raise ValueError(f"{flag}: expected >= 0, got {getattr(self, name)}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if not isinstance(self.ensemble, int) or self.ensemble < 1:
@@ -385,7 +388,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     y_std = np.maximum(d.y[d.train].std(0), 1e-8)
     geo = d.geometry
     vit_cfg = ViTConfig(in_channels=image.shape[0], window=geo["window"], patch=geo["patch"], dim=cfg.dim,
-                        depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, n_outputs=len(d.targets.names))
+                        depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, readout=cfg.readout,
+                        n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
                             seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Explainer, tokens_to_pixels
+from .base import Explainer, read_rows, tokens_to_pixels
 
 
 class AttentionExplainer(Explainer):
@@ -38,14 +38,15 @@ class AttentionExplainer(Explainer):
             raise ValueError(f"head: expected None (mean) or an index in [0, {heads}), got {head}")
         self.layer, self.head = layer, head
 
-    def cls_attention(self, patches: torch.Tensor) -> torch.Tensor:
-        """(B, heads, g*g) [CLS] attention of the chosen layer, renormalised over tokens."""
+    def cls_attention(self, patches: torch.Tensor, target: int | None = None) -> torch.Tensor:
+        """(B, heads, g*g) [CLS] attention of the chosen layer, renormalised over tokens (for a
+        model reading the patch tokens, their attention rows weighted by what output `target` reads)."""
         with torch.no_grad():
-            _, weights = self.model(patches, return_attention=True)
-        cls = weights[self.layer][:, :, 0, 1:]  # (B, H, T-1)
+            h, weights = self.model.encode(patches, return_attention=True)
+        cls = read_rows(self.model, h, weights[self.layer], target)  # (B, H, T-1)
         return cls / cls.sum(-1, keepdim=True).clamp_min(1e-12)
 
     def _attribute(self, patches: torch.Tensor, *, target: int | None) -> torch.Tensor:
-        cls = self.cls_attention(patches)
+        cls = self.cls_attention(patches, target)
         tok = cls.mean(1) if self.head is None else cls[:, self.head]
         return tokens_to_pixels(tok, patch=self.model.cfg.patch)

@@ -22,6 +22,29 @@ def tokens_to_pixels(scores: torch.Tensor, *, patch: int) -> torch.Tensor:
     return scores.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
 
 
+def reads_cls_only(model: nn.Module) -> bool:
+    """True when the model's outputs read the final [CLS] state alone (`ViTConfig.readout` "cls")."""
+    return getattr(getattr(model, "cfg", None), "readout", "cls") == "cls"
+
+
+def read_rows(model: nn.Module, h: torch.Tensor, mats: torch.Tensor, target: int | None) -> torch.Tensor:
+    """The rows of per-point token-mixing matrices ``mats`` (B, ..., T, T) that output ``target``
+    reads, over the patch tokens: (B, ..., T-1).
+
+    For the default [CLS] readout that is the [CLS] row. For a readout of the patch tokens
+    (`ViTConfig.readout`), the rows are weighted by each final token state's share of the
+    output (`ViTRegressor.readout_shares`), so the attention-family maps follow what the
+    output actually reads.
+    """
+    if reads_cls_only(model):
+        return mats[..., 0, 1:]
+    if target is None:
+        raise ValueError("target: this model reads the patch tokens, so its attention maps differ per output; pass target=k")
+    r = model.readout_shares(h, target)  # (B, T)
+    spec = "bt,bts->bs" if mats.ndim == 3 else "bt,bhts->bhs"
+    return torch.einsum(spec, r, mats)[..., 1:]
+
+
 class Explainer:
     """Base class: ``attribute(patches, target=k) -> (B, w, w)``.
 
@@ -34,6 +57,10 @@ class Explainer:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        if type(self).needs_target is False and not reads_cls_only(model):
+            # raw attention and rollout read the [CLS] row, the same for every output; a model
+            # reading the patch tokens reads them differently for each output
+            self.needs_target = True
 
     def _check(self, patches: torch.Tensor, target: int | None) -> None:
         cfg = getattr(self.model, "cfg", None)

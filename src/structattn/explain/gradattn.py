@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Explainer, tokens_to_pixels
+from .base import Explainer, read_rows, tokens_to_pixels
 
 
 def gradattn_relevance(weights: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
@@ -69,10 +69,12 @@ class GradAttnExplainer(Explainer):
         signs = {"positive": (1.0,), "negative": (-1.0,), "both": (1.0, -1.0)}[self.polarity]
         rel = 0.0
         with torch.enable_grad():
-            y, weights = self.model(patches, return_attention=True)
+            h, weights = self.model.encode(patches, return_attention=True)
+            y = self.model.readout(h)
             for i, sign in enumerate(signs):
                 # Points are independent (no batch-norm), so the gradient of the sum over
                 # the batch gives each point its own d y_k / d A in one backward pass.
                 grads = torch.autograd.grad(sign * y[:, target].sum(), weights, retain_graph=i + 1 < len(signs))
-                rel = rel + gradattn_relevance([w.detach() for w in weights], list(grads))[:, 0, 1:]  # (B, g*g)
+                r = gradattn_relevance([w.detach() for w in weights], list(grads))  # (B, T, T)
+                rel = rel + read_rows(self.model, h.detach(), r, target)  # (B, g*g)
         return tokens_to_pixels(rel, patch=self.model.cfg.patch)

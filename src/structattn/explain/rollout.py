@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Explainer, tokens_to_pixels
+from .base import Explainer, read_rows, tokens_to_pixels
 
 
 def rollout(weights: list[torch.Tensor], *, residual: float = 0.5) -> torch.Tensor:
@@ -65,7 +65,7 @@ class RolloutExplainer(Explainer):
 
     def _attribute(self, patches: torch.Tensor, *, target: int | None) -> torch.Tensor:
         with torch.no_grad():
-            _, weights = self.model(patches, return_attention=True)
-        cls = rollout(weights, residual=self.residual)[:, 0, 1:]  # (B, g*g)
+            h, weights = self.model.encode(patches, return_attention=True)
+        cls = read_rows(self.model, h, rollout(weights, residual=self.residual), target)  # (B, g*g)
         cls = cls / cls.sum(-1, keepdim=True).clamp_min(1e-12)
         return tokens_to_pixels(cls, patch=self.model.cfg.patch)

@@ -2,7 +2,9 @@
 
 Tokens are non-overlapping ``patch x patch`` sub-patches of the ``window x window`` input
 (token grid ``g = window // patch``), plus one [CLS] token at index 0 whose final state
-feeds a linear head with ``n_outputs`` values. By default every block uses PyTorch's fused
+feeds a linear head with ``n_outputs`` values (``ViTConfig.readout`` can add a learned
+per-output reading of the patch tokens; `ViTRegressor.readout_shares` says how much of each
+output every final token state carries, and the attention-family explainers weight by it). By default every block uses PyTorch's fused
 ``scaled_dot_product_attention``; ``forward(x, return_attention=True)`` switches to an
 explicit softmax path that also returns each layer's (B, heads, T, T) weights, kept in the
 autograd graph so gradient-weighted explanations can call ``.retain_grad()`` on them.
@@ -22,6 +24,9 @@ from torch import nn
 from . import lrp as rules
 
 
+READOUTS = ("cls", "tokens", "spatial", "pool")  # see ViTConfig.readout and docs/training.md (sweep round 5)
+
+
 @dataclass
 class ViTConfig:
     """Every architecture option in one place (saved with each trained model)."""
@@ -37,15 +42,26 @@ class ViTConfig:
     n_outputs: int = 1  # number of regression targets K
     stem: int = 16  # channels of a 2-layer 3x3 conv stem before tokenising; 0 = linear patch embedding
     pos_bias: bool = False  # learned (heads, T, T) additive attention bias per block: where-based attention
+    # What the outputs read (READOUTS; docs/training.md, sweep round 5):
+    #   "cls"     a linear head on the final [CLS] state (ViT convention);
+    #   "spatial" that head plus, per output k, sum_t s_kt (w_k . z_t): a learned weighting s_k over the
+    #             patch tokens' final states z_t, read through one feature vector w_k;
+    #   "pool"    that head plus, per output, `pool_maps` softmax maps over the tokens (position-only
+    #             attention pooling), each read through its own feature vector;
+    #   "tokens"  one linear map of all final patch-token states (flattened, like the CNN's dense head).
+    readout: str = "cls"
+    pool_maps: int = 4
 
     def __post_init__(self) -> None:
         if self.window % self.patch:
             raise ValueError(f"window: expected a multiple of patch={self.patch}, got {self.window}")
         if self.dim % self.heads:
             raise ValueError(f"dim: expected a multiple of heads={self.heads}, got {self.dim}")
-        for name in ("in_channels", "window", "patch", "dim", "depth", "heads", "n_outputs"):
+        for name in ("in_channels", "window", "patch", "dim", "depth", "heads", "n_outputs", "pool_maps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.stem < 0:
             raise ValueError(f"stem: expected 0 (no conv stem) or a positive channel count, got {self.stem}")
 
@@ -157,7 +173,18 @@ class ViTRegressor(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, cfg.n_outputs)
+        # "tokens" readout: one linear map of all final token states (a position-aware readout, like
+        # the CNN baseline's flattened dense head); [CLS] still takes part in attention.
+        self.head = nn.Linear(cfg.dim * (cfg.grid**2 if cfg.readout == "tokens" else 1), cfg.n_outputs)
+        if cfg.readout == "spatial":  # y_k += sum_t s_kt (w_k . h_t): K x (T-1) + K x dim parameters
+            self.read_where = nn.Parameter(torch.full((cfg.n_outputs, cfg.grid**2), 1.0 / cfg.grid**2))
+            self.read_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
+            nn.init.trunc_normal_(self.read_what, std=0.02)
+        if cfg.readout == "pool":  # logits of K x M softmax maps over the patch tokens, and their read-out vectors
+            self.pool_logits = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.grid**2))
+            self.pool_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.dim))
+            nn.init.trunc_normal_(self.pool_logits, std=0.02)
+            nn.init.trunc_normal_(self.pool_what, std=0.02)
         nn.init.trunc_normal_(self.pos, std=0.02)
         nn.init.trunc_normal_(self.cls, std=0.02)
         self.apply(self._init)
@@ -183,12 +210,9 @@ class ViTRegressor(nn.Module):
         t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
         return t + self.pos
 
-    def forward(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
-        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer.
-
-        ``lrp`` (``"attnlrp"`` or ``"cp"``, eval mode) gives the same values with the
-        relevance-propagating backward of `structattn.nets.lrp`.
-        """
+    def encode(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
+        """(B, C, w, w) -> final token states (B, T, dim) and the per-layer attention weights
+        (a list of (B, H, T, T) with ``return_attention``, else of None)."""
         rules.check_rule(lrp)
         if lrp is not None and self.training:
             raise ValueError("lrp: relevance is defined for the eval-mode model (no dropout); call model.eval() first")
@@ -197,6 +221,56 @@ class ViTRegressor(nn.Module):
         for blk in self.blocks:
             h, w = blk(h, return_weights=return_attention, lrp=lrp)
             weights.append(w)
-        cls = h[:, 0]
-        y = self.head(self.norm(cls) if lrp is None else rules.layer_norm(self.norm, cls))
+        return h, weights
+
+    def readout(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
+        """Final token states (B, T, dim) -> outputs (B, n_outputs); linear in the normed states."""
+        if self.cfg.readout == "cls":  # only the [CLS] state is normed and read
+            h = h[:, :1]
+        z = self.norm(h) if lrp is None else rules.layer_norm(self.norm, h)
+        return self._readout_normed(z)
+
+    def readout_contributions(self, h: torch.Tensor, target: int) -> torch.Tensor:
+        """(B, T) signed contribution of each final token state to output ``target``.
+
+        The readout is linear in the layer-normed states z_t, so y_k = b_k + sum_t c_t exactly,
+        with c_t = z_t . dy_k/dz_t. For the default [CLS] readout only c_0 is non-zero.
+        """
+        with torch.enable_grad():
+            z = self.norm(h.detach()).detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self._readout_normed(z)[:, target].sum(), z)
+        return (z * g).sum(-1).detach()
+
+    def readout_shares(self, h: torch.Tensor, target: int) -> torch.Tensor:
+        """(B, T) share |c_t| / sum |c| of output ``target`` read from each final token state
+        (`readout_contributions`): exactly 1 at [CLS] for the default readout, so the
+        attention-family explanations that weight attention rows by it reduce to the [CLS] row."""
+        if self.cfg.readout == "cls":
+            r = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device)
+            r[:, 0] = 1.0
+            return r
+        c = self.readout_contributions(h, target).abs()
+        return c / c.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def _readout_normed(self, z: torch.Tensor) -> torch.Tensor:
+        """`readout` on already layer-normed states (B, T, dim) ([CLS] alone, (B, 1, dim), is enough
+        for the default readout)."""
+        mode = self.cfg.readout
+        if mode == "cls":
+            return self.head(z[:, 0])
+        if mode == "tokens":
+            return self.head(z[:, 1:].flatten(1))
+        if mode == "spatial":
+            return self.head(z[:, 0]) + torch.einsum("btd,kd,kt->bk", z[:, 1:], self.read_what, self.read_where)
+        pooled = torch.einsum("btd,kmt->bkmd", z[:, 1:], self.pool_logits.softmax(-1))
+        return self.head(z[:, 0]) + (pooled * self.pool_what).sum((-1, -2))
+
+    def forward(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
+        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer.
+
+        ``lrp`` (``"attnlrp"`` or ``"cp"``, eval mode) gives the same values with the
+        relevance-propagating backward of `structattn.nets.lrp`.
+        """
+        h, weights = self.encode(x, return_attention=return_attention, lrp=lrp)
+        y = self.readout(h, lrp=lrp)
         return (y, weights) if return_attention else y
