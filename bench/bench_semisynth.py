@@ -17,6 +17,7 @@ The same benchmark with another readout (sweep round 5), next to the default's f
 
     python bench/bench_semisynth.py --jobs 2 --threads 1 --readout spatial --runs bench/.runs_spatial
     python bench/bench_semisynth.py --summary --runs bench/.runs_spatial --result bench/results/semisynth_spatial.json
+    python bench/bench_semisynth.py --compare bench/results/semisynth.json bench/results/semisynth_spatial.json
 
 A subset that fits a shorter budget (issue 17: AttnLRP next to the attention family): the three
 rules the ViT learns with R² >= 0.7 on the full benchmark, on chosen images only:
@@ -143,6 +144,32 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
     print(f"-> {result}")
 
 
+def compare(a: Path, b: Path) -> None:
+    """Side by side, per rule: two summaries of the benchmark (e.g. two readouts) on the runs both
+    have (same textures, rules and splits). R² and learned counts are over those runs; the
+    attention AUROC columns are each summary's own means (the same runs once both are complete)."""
+    ta, tb = (json.loads(Path(p).read_text())["rules"] for p in (a, b))
+    print(f"{'rule':22s} {'n':>2s} {'ViT A':>6s} {'ViT B':>6s} {'diff':>6s} {'CNN':>6s} {'ridge':>6s} {'lrn A':>5s} "
+          f"{'lrn B':>5s} {'att A':>5s} {'att B':>5s} {'prior':>5s}")
+    diffs = []
+    for rule, ra in ta.items():
+        rb = tb.get(rule)
+        if rb is None:
+            continue
+        common = sorted(set(ra["per_run"]) & set(rb["per_run"]))
+        if not common:
+            continue
+        m = lambda r, k: float(np.mean([r["per_run"][n][k] for n in common]))  # noqa: E731
+        d = m(rb, "vit") - m(ra, "vit")
+        if "@" not in rule and ra["kind"] != "no structure":
+            diffs.append(d)
+        att = lambda r: f"{r['best_attention_auroc']:5.2f}" if r.get("best_attention_auroc") is not None else "    -"  # noqa: E731
+        lrn = lambda r: f"{int(sum(r['per_run'][n]['learned'] for n in common)):2d}/{len(common):<2d}"  # noqa: E731
+        print(f"{rule:22s} {len(common):2d} {m(ra, 'vit'):6.2f} {m(rb, 'vit'):6.2f} {d:+6.2f} {m(ra, 'cnn'):6.2f} "
+              f"{m(ra, 'ridge'):6.2f} {lrn(ra)} {lrn(rb)} {att(ra)} {att(rb)} {ra['auroc'].get('centre', float('nan')):5.2f}")
+    print(f"mean R² difference over the seven structure rules (B - A): {np.mean(diffs):+.3f}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepare", action="store_true")
@@ -156,6 +183,8 @@ if __name__ == "__main__":
     ap.add_argument("--images", default=None, help="comma-separated texture names (default: all)")
     ap.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
     ap.add_argument("--result", type=Path, default=RESULT, help="summary JSON")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
+                    help="two summary JSONs side by side (e.g. semisynth.json semisynth_spatial.json)")
     ap.add_argument("--readout", default=None,
                     help="run with this --readout instead of the default (sweep round 5, docs/training.md)")
     a = ap.parse_args()
@@ -164,7 +193,9 @@ if __name__ == "__main__":
         import torch
 
         torch.set_num_threads(a.threads)
-    if a.prepare:
+    if a.compare:
+        compare(*a.compare)
+    elif a.prepare:
         prepare()
     elif a.summary:
         summary(a.runs, a.result)
