@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Explainer, read_rows, tokens_to_pixels
+from .base import Explainer, read_rows, reads_cls_only, tokens_to_pixels
 
 
 class AttentionExplainer(Explainer):
@@ -37,12 +37,15 @@ class AttentionExplainer(Explainer):
         if head is not None and not 0 <= head < heads:
             raise ValueError(f"head: expected None (mean) or an index in [0, {heads}), got {head}")
         self.layer, self.head = layer, head
+        # the [CLS] row is the same for every output; a model reading the patch tokens reads them
+        # differently for each output (ViTConfig.readout), so its maps need the target
+        self.needs_target = not reads_cls_only(model)
 
     def cls_attention(self, patches: torch.Tensor, target: int | None = None) -> torch.Tensor:
         """(B, heads, g*g) [CLS] attention of the chosen layer, renormalised over tokens (for a
         model reading the patch tokens, their attention rows weighted by what output `target` reads)."""
         with torch.no_grad():
-            h, weights = self.model.encode(patches, return_attention=True)
+            _, weights, h = self.model(patches, return_attention=True, return_states=True)
         cls = read_rows(self.model, h, weights[self.layer], target)  # (B, H, T-1)
         return cls / cls.sum(-1, keepdim=True).clamp_min(1e-12)
 

@@ -57,10 +57,6 @@ class Explainer:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        if type(self).needs_target is False and not reads_cls_only(model):
-            # raw attention and rollout read the [CLS] row, the same for every output; a model
-            # reading the patch tokens reads them differently for each output
-            self.needs_target = True
 
     def _check(self, patches: torch.Tensor, target: int | None) -> None:
         cfg = getattr(self.model, "cfg", None)

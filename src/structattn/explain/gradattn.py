@@ -69,8 +69,7 @@ class GradAttnExplainer(Explainer):
         signs = {"positive": (1.0,), "negative": (-1.0,), "both": (1.0, -1.0)}[self.polarity]
         rel = 0.0
         with torch.enable_grad():
-            h, weights = self.model.encode(patches, return_attention=True)
-            y = self.model.readout(h)
+            y, weights, h = self.model(patches, return_attention=True, return_states=True)
             for i, sign in enumerate(signs):
                 # Points are independent (no batch-norm), so the gradient of the sum over
                 # the batch gives each point its own d y_k / d A in one backward pass.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Explainer, read_rows, tokens_to_pixels
+from .base import Explainer, read_rows, reads_cls_only, tokens_to_pixels
 
 
 def rollout(weights: list[torch.Tensor], *, residual: float = 0.5) -> torch.Tensor:
@@ -62,10 +62,11 @@ class RolloutExplainer(Explainer):
         if not 0.0 <= residual <= 1.0:
             raise ValueError(f"residual: expected a weight in [0, 1], got {residual}")
         self.residual = residual
+        self.needs_target = not reads_cls_only(model)  # as AttentionExplainer: per output for token readouts
 
     def _attribute(self, patches: torch.Tensor, *, target: int | None) -> torch.Tensor:
         with torch.no_grad():
-            h, weights = self.model.encode(patches, return_attention=True)
+            _, weights, h = self.model(patches, return_attention=True, return_states=True)
         cls = read_rows(self.model, h, rollout(weights, residual=self.residual), target)  # (B, g*g)
         cls = cls / cls.sum(-1, keepdim=True).clamp_min(1e-12)
         return tokens_to_pixels(cls, patch=self.model.cfg.patch)

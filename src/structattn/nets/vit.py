@@ -265,12 +265,18 @@ class ViTRegressor(nn.Module):
         pooled = torch.einsum("btd,kmt->bkmd", z[:, 1:], self.pool_logits.softmax(-1))
         return self.head(z[:, 0]) + (pooled * self.pool_what).sum((-1, -2))
 
-    def forward(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
-        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer.
+    def forward(self, x: torch.Tensor, *, return_attention: bool = False, return_states: bool = False,
+                lrp: str | None = None):
+        """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer, and with
+        ``return_states`` (needs ``return_attention``) the final token states (B, T, dim) after it.
 
         ``lrp`` (``"attnlrp"`` or ``"cp"``, eval mode) gives the same values with the
         relevance-propagating backward of `structattn.nets.lrp`.
         """
+        if return_states and not return_attention:
+            raise ValueError("return_states: only with return_attention=True")
         h, weights = self.encode(x, return_attention=return_attention, lrp=lrp)
         y = self.readout(h, lrp=lrp)
+        if return_states:
+            return y, weights, h
         return (y, weights) if return_attention else y
