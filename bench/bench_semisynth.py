@@ -97,6 +97,25 @@ def _nanmean(values) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+def fixedness(run: Path, target: str) -> dict[str, float]:
+    """Per attention-family method: mean Pearson r between each explained point's map and the mean
+    map over the points. Near 1, the method shows one fixed map (where the model reads, the same
+    for every point), not which structures matter at each point."""
+    import h5py
+
+    out = {}
+    if not (run / "explanations.h5").is_file():  # runs copied back without their maps (the GPU runs)
+        return out
+    with h5py.File(run / "explanations.h5", "r") as f:
+        for k in ATTENTION:
+            if f"{k}/{target}" not in f:
+                continue
+            a = f[f"{k}/{target}"][:].reshape(len(f[f"{k}/{target}"]), -1).astype(float)
+            mean = a.mean(0)
+            out[k] = float(np.nanmean([np.corrcoef(x, mean)[0, 1] for x in a]))
+    return out
+
+
 def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
     rows, per_run = {}, {}
     for d in sorted(runs_dir.iterdir()):
@@ -111,7 +130,8 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
             au = {k: gt[k].get("auroc") for k in (*METHODS, "centre") if k in gt}
             cost = {k: gt[k].get("seconds_per_point") for k in METHODS if k in gt}
             rows.setdefault(t, []).append({"run": d.name, "vit": s["r2"], **s["baselines"], "learned": s["learned"],
-                                           "auroc": au, "seconds_per_point": cost})
+                                           "auroc": au, "seconds_per_point": cost,
+                                           "fixedness": fixedness(d, t) if au else {}})
     from structattn.data.semisynthetic import RULES
 
     table = {}
@@ -130,6 +150,7 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
             row = {"kind": RULES[t][0], "n_runs": len(sel), "vit": f("vit"), "cnn": f("cnn"), "ridge": f("ridge"),
                    "position": f("position"), "mean": f("mean"), "learned_share": float(np.mean([r["learned"] for r in sel])),
                    "auroc": au, "best_attention_auroc": best, "ms_per_point": ms,
+                   "fixedness": {k: _nanmean([r["fixedness"].get(k) for r in sel]) for k in ATTENTION} if au else {},
                    "per_run": {r["run"]: {k: r[k] for k in ("vit", "cnn", "ridge", "position", "mean", "learned")}
                                for r in sel}}
             table[label] = row
@@ -147,10 +168,11 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
 def compare(a: Path, b: Path) -> None:
     """Side by side, per rule: two summaries of the benchmark (e.g. two readouts) on the runs both
     have (same textures, rules and splits). R² and learned counts are over those runs; the
-    attention AUROC columns are each summary's own means (the same runs once both are complete)."""
+    attention AUROC columns are each summary's own means (the same runs once both are complete);
+    "fix" is the attention family's mean `fixedness` (1: one map for every point)."""
     ta, tb = (json.loads(Path(p).read_text())["rules"] for p in (a, b))
     print(f"{'rule':22s} {'n':>2s} {'ViT A':>6s} {'ViT B':>6s} {'diff':>6s} {'CNN':>6s} {'ridge':>6s} {'lrn A':>5s} "
-          f"{'lrn B':>5s} {'att A':>5s} {'att B':>5s} {'prior':>5s}")
+          f"{'lrn B':>5s} {'att A':>5s} {'att B':>5s} {'prior':>5s} {'fix A':>5s} {'fix B':>5s}")
     diffs = []
     for rule, ra in ta.items():
         rb = tb.get(rule)
@@ -164,9 +186,11 @@ def compare(a: Path, b: Path) -> None:
         if "@" not in rule and ra["kind"] != "no structure":
             diffs.append(d)
         att = lambda r: f"{r['best_attention_auroc']:5.2f}" if r.get("best_attention_auroc") is not None else "    -"  # noqa: E731
+        fix = lambda r: f"{_nanmean(list(r.get('fixedness', {}).values())):5.2f}"  # noqa: E731
         lrn = lambda r: f"{int(sum(r['per_run'][n]['learned'] for n in common)):2d}/{len(common):<2d}"  # noqa: E731
         print(f"{rule:22s} {len(common):2d} {m(ra, 'vit'):6.2f} {m(rb, 'vit'):6.2f} {d:+6.2f} {m(ra, 'cnn'):6.2f} "
-              f"{m(ra, 'ridge'):6.2f} {lrn(ra)} {lrn(rb)} {att(ra)} {att(rb)} {ra['auroc'].get('centre', float('nan')):5.2f}")
+              f"{m(ra, 'ridge'):6.2f} {lrn(ra)} {lrn(rb)} {att(ra)} {att(rb)} {ra['auroc'].get('centre', float('nan')):5.2f} "
+              f"{fix(ra)} {fix(rb)}")
     print(f"mean R² difference over the seven structure rules (B - A): {np.mean(diffs):+.3f}")
 
 
