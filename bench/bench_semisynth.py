@@ -15,9 +15,9 @@ not determine (``trend``, ``noise``), which a run must call "not learned".
 
 The same benchmark with another readout (sweep round 5), next to the default's figures:
 
-    python bench/bench_semisynth.py --jobs 2 --threads 1 --readout spatial --runs bench/.runs_spatial
-    python bench/bench_semisynth.py --summary --runs bench/.runs_spatial --result bench/results/semisynth_spatial.json
-    python bench/bench_semisynth.py --compare bench/results/semisynth.json bench/results/semisynth_spatial.json
+    python bench/bench_semisynth.py --jobs 2 --threads 1 --readout cls --runs bench/.runs_cls \
+        --result bench/results/semisynth_cls.json
+    python bench/bench_semisynth.py --compare bench/results/semisynth_cls.json bench/results/semisynth.json
 
 A subset that fits a shorter budget (issue 17: AttnLRP next to the attention family): the three
 rules the ViT learns with R² >= 0.7 on the full benchmark, on chosen images only:
@@ -208,11 +208,13 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
     ap.add_argument("--result", type=Path, default=RESULT, help="summary JSON")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
-                    help="two summary JSONs side by side (e.g. semisynth.json semisynth_spatial.json)")
+                    help="two summary JSONs side by side (e.g. semisynth_cls.json semisynth.json)")
     ap.add_argument("--readout", default=None,
                     help="run with this --readout instead of the default (sweep round 5, docs/training.md)")
     a = ap.parse_args()
     images = a.images.split(",") if a.images else None
+    if a.runs != RUNS and a.result == RESULT and not (a.compare or a.one or a.prepare):
+        ap.error("--result: runs outside bench/.runs need their own summary file (the default is the default run's)")
     if a.threads:
         import torch
 

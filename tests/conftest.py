@@ -17,9 +17,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SMALL_SOURCE = "synthetic:seed=1,size=160,spacing=6,radius=12"  # canonical: as config.json records it
 # The synthetic rule reads an isotropic disk centred on the point, so dihedral augmentation is a
 # valid choice for it (the one a user with such a property would make; the default is none), and
-# the explanation tests on this run were calibrated with the linear token embedding (stem 0).
+# the explanation tests on this run were calibrated with the linear token embedding (stem 0) and the
+# [CLS] readout. With the run default `readout="spatial"` this 2-layer, dihedral-augmented model's
+# attention maps fall to the centre prior's level (gradattn AUROC 0.57 vs 0.60 on V+, attention mass
+# ratio 1.17): the per-target token weighting learns a radial profile, which is what the prior is.
+# docs/training.md (round 5) reports it; these tests keep checking the [CLS]-row explanations.
 SMALL_RUN = dict(source=SMALL_SOURCE, window=24, patch=4, dim=48, depth=2, heads=4, epochs=40, patience=20, lr=3e-3,
-                 blocks=3, progress=False, seed=0, augment="dihedral", stem=0, weight_decay=0.05)
+                 blocks=3, progress=False, seed=0, augment="dihedral", stem=0, weight_decay=0.05, readout="cls")
 
 
 @pytest.fixture(scope="session")

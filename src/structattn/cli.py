@@ -83,8 +83,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--stem", type=int, default=d.stem,
                    help=f"conv stem channels before tokenising, 0 = linear patch embedding (default {d.stem})")
     p.add_argument("--readout", default=d.readout, choices=READOUTS,
-                   help="what the outputs read: cls (default: the final [CLS] state), spatial (also a learned "
-                        "spatial weighting of the patch tokens per target), tokens, pool; see docs/training.md")
+                   help=f"what the outputs read: spatial (the final [CLS] state and a learned weighting of the "
+                        f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), tokens, pool "
+                        f"(default {d.readout}; see docs/training.md)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),

@@ -52,7 +52,8 @@ class RunConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
-    readout: str = "cls"  # what the outputs read: "cls" or "spatial" (also the patch tokens); see docs/training.md
+    readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
+    # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
