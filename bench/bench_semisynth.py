@@ -97,22 +97,21 @@ def _nanmean(values) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
-def fixedness(run: Path, target: str) -> dict[str, float]:
-    """Per attention-family method: mean Pearson r between each explained point's map and the mean
-    map over the points. Near 1, the method shows one fixed map (where the model reads, the same
-    for every point), not which structures matter at each point."""
+def fixedness(run: Path) -> dict[str, dict[str, float]]:
+    """target -> attention-family method -> mean Pearson r between each explained point's map and
+    the mean map over the points. Near 1, the method shows one fixed map (where the model reads,
+    the same for every point), not which structures matter at each point."""
     import h5py
 
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     if not (run / "explanations.h5").is_file():  # runs copied back without their maps (the GPU runs)
         return out
     with h5py.File(run / "explanations.h5", "r") as f:
         for k in ATTENTION:
-            if f"{k}/{target}" not in f:
-                continue
-            a = f[f"{k}/{target}"][:].reshape(len(f[f"{k}/{target}"]), -1).astype(float)
-            mean = a.mean(0)
-            out[k] = float(np.nanmean([np.corrcoef(x, mean)[0, 1] for x in a]))
+            for target in f[k] if k in f else ():
+                a = f[f"{k}/{target}"][:].reshape(len(f[f"{k}/{target}"]), -1).astype(float)
+                mean = a.mean(0)
+                out.setdefault(target, {})[k] = float(np.nanmean([np.corrcoef(x, mean)[0, 1] for x in a]))
     return out
 
 
@@ -125,13 +124,14 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
         kinds = {}
         per_run[d.name] = {"seconds_train": m["training"].get("seconds"), "best_epoch": m["training"]["best_epoch"]}
         scores = m.get("explanations", {}).get("scores", {})
+        fixed = fixedness(d)
         for t, s in m["targets"].items():
             gt = scores.get(t, {})
             au = {k: gt[k].get("auroc") for k in (*METHODS, "centre") if k in gt}
             cost = {k: gt[k].get("seconds_per_point") for k in METHODS if k in gt}
             rows.setdefault(t, []).append({"run": d.name, "vit": s["r2"], **s["baselines"], "learned": s["learned"],
                                            "auroc": au, "seconds_per_point": cost,
-                                           "fixedness": fixedness(d, t) if au else {}})
+                                           "fixedness": fixed.get(t, {}) if au else {}})
     from structattn.data.semisynthetic import RULES
 
     table = {}

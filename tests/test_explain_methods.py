@@ -209,3 +209,8 @@ def test_attention_maps_follow_a_readout_of_the_patch_tokens():
 def test_readout_names_the_choices():
     with pytest.raises(ValueError, match="readout: expected one of"):
         ViTConfig(readout="mean")
+    m = ViTRegressor(ViTConfig(in_channels=1, window=8, patch=4, n_outputs=2, readout="spatial")).eval()
+    h, _ = m.encode(torch.zeros(1, 1, 8, 8))
+    for bad in (2, -1, 1.0):
+        with pytest.raises(ValueError, match=r"target: expected an output index in \[0, 2\)"):
+            m.readout_shares(h, bad)

@@ -74,6 +74,6 @@ class GradAttnExplainer(Explainer):
                 # Points are independent (no batch-norm), so the gradient of the sum over
                 # the batch gives each point its own d y_k / d A in one backward pass.
                 grads = torch.autograd.grad(sign * y[:, target].sum(), weights, retain_graph=i + 1 < len(signs))
-                r = gradattn_relevance([w.detach() for w in weights], list(grads))  # (B, T, T)
-                rel = rel + read_rows(self.model, h.detach(), r, target)  # (B, g*g)
-        return tokens_to_pixels(rel, patch=self.model.cfg.patch)
+                rel = rel + gradattn_relevance([w.detach() for w in weights], list(grads))  # (B, T, T)
+        # the rows the output reads are linear in the relevance: read them once for both polarities
+        return tokens_to_pixels(read_rows(self.model, h.detach(), rel, target), patch=self.model.cfg.patch)

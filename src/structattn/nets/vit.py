@@ -236,6 +236,7 @@ class ViTRegressor(nn.Module):
         The readout is linear in the layer-normed states z_t, so y_k = b_k + sum_t c_t exactly,
         with c_t = z_t . dy_k/dz_t. For the default [CLS] readout only c_0 is non-zero.
         """
+        self._check_target(target)
         with torch.enable_grad():
             z = self.norm(h.detach()).detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self._readout_normed(z)[:, target].sum(), z)
@@ -246,11 +247,16 @@ class ViTRegressor(nn.Module):
         (`readout_contributions`): exactly 1 at [CLS] for the default readout, so the
         attention-family explanations that weight attention rows by it reduce to the [CLS] row."""
         if self.cfg.readout == "cls":
+            self._check_target(target)
             r = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device)
             r[:, 0] = 1.0
             return r
         c = self.readout_contributions(h, target).abs()
         return c / c.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def _check_target(self, target) -> None:
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < self.cfg.n_outputs:
+            raise ValueError(f"target: expected an output index in [0, {self.cfg.n_outputs}), got {target!r}")
 
     def _readout_normed(self, z: torch.Tensor) -> torch.Tensor:
         """`readout` on already layer-normed states (B, T, dim) ([CLS] alone, (B, 1, dim), is enough
