@@ -81,11 +81,12 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
     return out
 
 
-def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, readout: str | None = None) -> None:
+def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
+    """One default run; `changed` (e.g. readout="cls") sets options away from the default."""
     from structattn.pipeline import RunConfig, run_pipeline
 
     t0 = time.perf_counter()
-    opts = {} if readout is None else {"readout": readout}  # None: the default run, no option changed
+    opts = {k: v for k, v in changed.items() if v is not None}  # None: the default, no option changed
     res = run_pipeline(RunConfig(source=source, device=device, progress=False, domains=False, points="96",
                                  methods=METHODS, **opts), runs_dir / name, overwrite=True)
     print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -115,6 +116,18 @@ def fixedness(run: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def validation_r2(run: Path) -> dict[str, float]:
+    """target -> the ViT's R² on the run's validation blocks (where options are chosen; the
+    benchmark's figures are the test blocks')."""
+    if not (run / "predictions.npz").is_file():
+        return {}
+    p = np.load(run / "predictions.npz")
+    val = p["split"] == 1
+    t, y = p["y_true"][val], p["y_pred"][val]
+    r2 = 1 - ((t - y) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
+    return {str(n): float(v) for n, v in zip(p["target_names"], r2)}
+
+
 def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
     rows, per_run = {}, {}
     for d in sorted(runs_dir.iterdir()):
@@ -125,11 +138,12 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
         per_run[d.name] = {"seconds_train": m["training"].get("seconds"), "best_epoch": m["training"]["best_epoch"]}
         scores = m.get("explanations", {}).get("scores", {})
         fixed = fixedness(d)
+        val = validation_r2(d)
         for t, s in m["targets"].items():
             gt = scores.get(t, {})
             au = {k: gt[k].get("auroc") for k in (*METHODS, "centre") if k in gt}
             cost = {k: gt[k].get("seconds_per_point") for k in METHODS if k in gt}
-            rows.setdefault(t, []).append({"run": d.name, "vit": s["r2"], **s["baselines"], "learned": s["learned"],
+            rows.setdefault(t, []).append({"run": d.name, "vit": s["r2"], "vit_val": val.get(t), **s["baselines"], "learned": s["learned"],
                                            "auroc": au, "seconds_per_point": cost,
                                            "fixedness": fixed.get(t, {}) if au else {}})
     from structattn.data.semisynthetic import RULES
@@ -147,11 +161,11 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
             au = {k: _nanmean([r["auroc"].get(k) for r in sel]) for k in (*METHODS, "centre")} if sel[0]["auroc"] else {}
             ms = {k: 1e3 * _nanmean([r["seconds_per_point"].get(k) for r in sel]) for k in METHODS}
             best = float(np.nanmean([max((r["auroc"].get(k) or 0) for k in ATTENTION) for r in sel])) if au else None
-            row = {"kind": RULES[t][0], "n_runs": len(sel), "vit": f("vit"), "cnn": f("cnn"), "ridge": f("ridge"),
+            row = {"kind": RULES[t][0], "n_runs": len(sel), "vit": f("vit"), "vit_val": f("vit_val"), "cnn": f("cnn"), "ridge": f("ridge"),
                    "position": f("position"), "mean": f("mean"), "learned_share": float(np.mean([r["learned"] for r in sel])),
                    "auroc": au, "best_attention_auroc": best, "ms_per_point": ms,
                    "fixedness": {k: _nanmean([r["fixedness"].get(k) for r in sel]) for k in ATTENTION} if au else {},
-                   "per_run": {r["run"]: {k: r[k] for k in ("vit", "cnn", "ridge", "position", "mean", "learned")}
+                   "per_run": {r["run"]: {k: r[k] for k in ("vit", "vit_val", "cnn", "ridge", "position", "mean", "learned")}
                                for r in sel}}
             table[label] = row
             a = lambda k: f"{au[k]:5.2f}" if au and np.isfinite(au.get(k, np.nan)) else "    -"  # noqa: E731
@@ -172,8 +186,8 @@ def compare(a: Path, b: Path) -> None:
     "fix" is the attention family's mean `fixedness` (1: one map for every point)."""
     ta, tb = (json.loads(Path(p).read_text())["rules"] for p in (a, b))
     print(f"{'rule':22s} {'n':>2s} {'ViT A':>6s} {'ViT B':>6s} {'diff':>6s} {'CNN':>6s} {'ridge':>6s} {'lrn A':>5s} "
-          f"{'lrn B':>5s} {'att A':>5s} {'att B':>5s} {'prior':>5s} {'fix A':>5s} {'fix B':>5s}")
-    diffs = []
+          f"{'lrn B':>5s} {'att A':>5s} {'att B':>5s} {'prior':>5s} {'fix A':>5s} {'fix B':>5s} {'val diff':>8s}")
+    diffs, vdiffs = [], []
     for rule, ra in ta.items():
         rb = tb.get(rule)
         if rb is None:
@@ -183,15 +197,19 @@ def compare(a: Path, b: Path) -> None:
             continue
         m = lambda r, k: float(np.mean([r["per_run"][n][k] for n in common]))  # noqa: E731
         d = m(rb, "vit") - m(ra, "vit")
+        has_val = all(r["per_run"][n].get("vit_val") is not None for r in (ra, rb) for n in common)
+        dv = m(rb, "vit_val") - m(ra, "vit_val") if has_val else float("nan")
         if "@" not in rule and ra["kind"] != "no structure":
             diffs.append(d)
+            vdiffs.append(dv)
         att = lambda r: f"{r['best_attention_auroc']:5.2f}" if r.get("best_attention_auroc") is not None else "    -"  # noqa: E731
         fix = lambda r: f"{_nanmean(list(r.get('fixedness', {}).values())):5.2f}"  # noqa: E731
         lrn = lambda r: f"{int(sum(r['per_run'][n]['learned'] for n in common)):2d}/{len(common):<2d}"  # noqa: E731
         print(f"{rule:22s} {len(common):2d} {m(ra, 'vit'):6.2f} {m(rb, 'vit'):6.2f} {d:+6.2f} {m(ra, 'cnn'):6.2f} "
               f"{m(ra, 'ridge'):6.2f} {lrn(ra)} {lrn(rb)} {att(ra)} {att(rb)} {ra['auroc'].get('centre', float('nan')):5.2f} "
-              f"{fix(ra)} {fix(rb)}")
-    print(f"mean R² difference over the seven structure rules (B - A): {np.mean(diffs):+.3f}")
+              f"{fix(ra)} {fix(rb)} {dv:+8.2f}")
+    print(f"mean R² difference over the seven structure rules (B - A): test {np.mean(diffs):+.3f}, "
+          f"validation blocks {np.mean(vdiffs):+.3f}")
 
 
 if __name__ == "__main__":
@@ -211,6 +229,8 @@ if __name__ == "__main__":
                     help="two summary JSONs side by side (e.g. semisynth_cls.json semisynth.json)")
     ap.add_argument("--readout", default=None,
                     help="run with this --readout instead of the default (sweep round 5, docs/training.md)")
+    ap.add_argument("--criterion", default=None,
+                    help="run with this --criterion instead of the default (sweep round 6, docs/training.md)")
     a = ap.parse_args()
     images = a.images.split(",") if a.images else None
     if a.runs != RUNS and a.result == RESULT and not (a.compare or a.one or a.prepare):
@@ -226,7 +246,7 @@ if __name__ == "__main__":
     elif a.summary:
         summary(a.runs, a.result)
     elif a.one:
-        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs, a.readout)
+        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs, readout=a.readout, criterion=a.criterion)
     else:
         names = list(runs(a.subset, images))
         procs: list[subprocess.Popen] = []
@@ -236,7 +256,8 @@ if __name__ == "__main__":
             procs.append(subprocess.Popen([sys.executable, __file__, "--one", n, "--device", a.device,
                                            "--threads", str(a.threads), "--subset", a.subset, "--runs", str(a.runs)]
                                           + (["--images", a.images] if a.images else [])
-                                          + (["--readout", a.readout] if a.readout else [])))
+                                          + (["--readout", a.readout] if a.readout else [])
+                                          + (["--criterion", a.criterion] if a.criterion else [])))
         for p in procs:
             p.wait()
         summary(a.runs, a.result)

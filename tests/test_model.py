@@ -80,3 +80,45 @@ def test_spatial_split_holds_out_whole_blocks():
     d = np.abs(pos[sb.train][:, None, :] - held[None]).max(-1).min(1)
     assert d.min() >= 8 - 4  # grid pitch 4: nearest held point is at least one pitch past the buffer edge
     assert len(sb.dropped) > 0
+
+
+def test_validation_criterion_picks_and_restores_its_best_epoch():
+    """Both criteria: the best epoch is the one with the lowest criterion, the returned weights are
+    that epoch's (their criterion, recomputed here from the predictions, is the recorded one), and
+    log_mse is the mean over targets of the log of each target's MSE."""
+    from structattn.train.trainer import TrainConfig, fit_vit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
+    # one target the pixels determine, one they do not (its MSE stays near 1)
+    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
+    tr, va = np.arange(180), np.arange(180, 240)
+    for crit in ("mse", "log_mse"):
+        model, hist = fit_vit(x, y, train_index=tr, val_index=va, vit=cfg,
+                              train=TrainConfig(epochs=5, warmup=1, progress=False, criterion=crit))
+        assert hist["criterion"] == crit
+        for e in hist["epochs"]:
+            mse = np.asarray(e["val_mse"])
+            assert len(mse) == 2
+            ref = np.log(mse).mean() if crit == "log_mse" else mse.mean()
+            assert e["val_score"] == pytest.approx(ref, rel=1e-5, abs=1e-6)
+            assert mse.mean() == pytest.approx(e["val_loss"], rel=1e-4)  # the old loss is the plain mean
+        assert hist["best_epoch"] == int(np.argmin([e["val_score"] for e in hist["epochs"]]))
+        with torch.no_grad():
+            mse = ((model(torch.as_tensor(x[va])).numpy() - y[va]) ** 2).mean(0)
+        ref = np.log(mse).mean() if crit == "log_mse" else mse.mean()
+        assert ref == pytest.approx(hist["best_val_score"], rel=1e-4, abs=1e-5)
+
+
+def test_unknown_criterion_is_named():
+    from structattn.pipeline import RunConfig
+    from structattn.train.trainer import TrainConfig, fit_vit
+
+    with pytest.raises(ValueError, match="--criterion: expected one of"):
+        RunConfig(source="synthetic", criterion="r2")
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=1, heads=2, stem=0, n_outputs=1)
+    x, y = np.zeros((8, 1, 16, 16), np.float32), np.zeros((8, 1), np.float32)
+    with pytest.raises(ValueError, match="criterion: expected one of .*got 'r2'"):
+        fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
+                train=TrainConfig(epochs=1, progress=False, criterion="r2"))

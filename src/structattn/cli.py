@@ -30,6 +30,7 @@ def _quiet_libraries() -> None:
 def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     from .data.patches import PAD_MODES
     from .nets.vit import READOUTS
+    from .train.trainer import CRITERIA
     from .pipeline import RunConfig
 
     d = RunConfig()
@@ -86,6 +87,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help=f"what the outputs read: spatial (the final [CLS] state and a learned weighting of the "
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), tokens, pool "
                         f"(default {d.readout}; see docs/training.md)")
+    p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
+                   help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
+                        "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
+                        f"that cannot be learned does not decide when the others stop) (default {d.criterion})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
@@ -215,7 +220,8 @@ def _config_from_args(args, source: str):
         source=source, targets=args.targets, structure_from=args.structure_from, window=args.window,
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-        depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, weight_decay=args.weight_decay, blocks=args.blocks,
+        depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, criterion=args.criterion,
+        weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=_device_from(args), progress=not args.quiet, domains=not args.no_domains,

@@ -35,7 +35,7 @@ from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_basel
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, TrainConfig, TrainedModel, check_augment, fit_vit, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, fit_vit, standardise_patches
 
 
 @dataclass
@@ -60,6 +60,7 @@ class RunConfig:
     lr: float = 3e-3  # peak learning rate, after a 5-epoch linear warm-up
     weight_decay: float = 0.3  # AdamW weight decay (0.3 beat 0.05 on real textures)
     patience: int = 15  # early-stopping patience in epochs
+    criterion: str = "mse"  # what early stopping and the best epoch watch: "mse" or "log_mse" (docs/training.md)
     augment: str = "none"  # "none", "flips" or "dihedral": only if the property cannot depend on orientation
     blocks: int = 4  # spatial split: blocks per image side
     split: str = "blocks"  # several samples: "blocks" within each sample, or "sample" (whole samples held out)
@@ -103,6 +104,8 @@ class RunConfig:
                 raise ValueError(f"{flag}: expected >= 0, got {getattr(self, name)}")
         if self.readout not in READOUTS:
             raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if not isinstance(self.ensemble, int) or self.ensemble < 1:
@@ -392,7 +395,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, readout=cfg.readout,
                         n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            patience=cfg.patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
+                            patience=cfg.patience, criterion=cfg.criterion, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
                             seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]

@@ -2,7 +2,9 @@
 
 Inputs are standardised per channel (statistics of the whole structure image: no target
 information, so no leak) and targets per column (statistics of the training points only).
-Early stopping watches the validation loss; the best epoch's weights are restored.
+Early stopping and the choice of the best epoch watch one validation criterion (`TrainConfig.
+criterion`): by default the mean over targets of the log of each target's validation MSE, so that
+every target's relative progress counts alike; the best epoch's weights are restored.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class TrainConfig:
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image (0 = none); see docs/training.md
     weight_decay: float = 0.3  # AdamW decoupled weight decay (0.3 beat 0.05 on the real-texture sweep)
     patience: int = 15  # epochs without validation improvement before stopping
+    criterion: str = "mse"  # what early stopping and the best epoch watch: see CRITERIA
     augment: str = "none"  # "none", "flips" or "dihedral" (flips + 90-degree turns); see docs/training.md
     seed: int = 0  # seeds weights, batches and augmentation
     device: str = "cpu"  # "cpu", "cuda" or "auto"
@@ -48,6 +51,25 @@ class TrainConfig:
 
 
 AUGMENTATIONS = ("none", "flips", "dihedral")
+
+# The validation criterion. "mse": the MSE over all standardised targets; a target that cannot be
+# learned (its MSE stays near 1 and rises as it over-fits) then decides when every target stops.
+# "log_mse": the mean over targets of log(MSE_k); a fall from 0.04 to 0.02 on a learned target
+# weighs as much as one from 0.8 to 0.4 (sweep round 6, docs/training.md).
+CRITERIA = ("log_mse", "mse")
+
+
+def check_criterion(value) -> str:
+    if value not in CRITERIA:
+        raise ValueError(f"criterion: expected one of {CRITERIA}, got {value!r}")
+    return value
+
+
+def validation_score(mse: torch.Tensor, criterion: str) -> torch.Tensor:
+    """The criterion from per-target validation MSEs (K,)."""
+    if criterion == "mse":
+        return mse.mean()
+    return torch.log(mse.clamp_min(1e-12)).mean()
 
 
 def check_augment(value) -> str:
@@ -145,18 +167,39 @@ class RegressionModule(L.LightningModule):
         self._loss_n += len(x)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sse: torch.Tensor | None = None
+        self._val_n = 0
+
     def validation_step(self, batch, _):
         x, y = batch
-        loss = torch.nn.functional.mse_loss(self.model(x), y)
-        # sync_dist: every DDP rank sees the same mean validation loss (early stopping, best epoch)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        err = (self.model(x) - y) ** 2
+        # sync_dist: every DDP rank sees the same mean validation loss
+        self.log("val_loss", err.mean(), on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        sse = err.detach().double().sum(0)
+        self._val_sse = sse if self._val_sse is None else self._val_sse + sse
+        self._val_n += len(x)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sse is None:
+            return
+        sse, n = self._val_sse, torch.tensor(float(self._val_n), dtype=torch.float64, device=self._val_sse.device)
+        if self.trainer.world_size > 1:  # per-target sums over the ranks, then the criterion
+            sse = self.trainer.strategy.reduce(sse, reduce_op="sum")
+            n = self.trainer.strategy.reduce(n, reduce_op="sum")
+        mse = sse / n
+        self.val_mse = [float(v) for v in mse]
+        score = validation_score(mse, self.tcfg.criterion).float()
+        self.log("val_score", score, on_epoch=True, prog_bar=False, sync_dist=False)  # equal on every rank
 
     def on_train_epoch_end(self) -> None:
         # this epoch's mean training loss and its validation loss (validation ran before this hook)
         val = self.trainer.callback_metrics.get("val_loss")
+        score = self.trainer.callback_metrics.get("val_score")
         if val is not None and self._loss_n:
             self.history.append({"epoch": int(self.current_epoch), "train_loss": self._loss_sum / self._loss_n,
-                                 "val_loss": float(val)})
+                                 "val_loss": float(val), "val_score": float(score),
+                                 "val_mse": list(getattr(self, "val_mse", []))})
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
@@ -172,17 +215,17 @@ class RegressionModule(L.LightningModule):
 
 
 class _KeepBest(Callback):
-    """Keep the state dict of the epoch with the lowest validation loss (in memory)."""
+    """Keep the state dict of the epoch with the lowest validation criterion (in memory)."""
 
     def __init__(self) -> None:
         self.best = float("inf")
         self.state: dict | None = None
         self.epoch = -1
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:  # after the module logged val_score
         if trainer.sanity_checking:
             return
-        val = float(trainer.callback_metrics.get("val_loss", float("inf")))
+        val = float(trainer.callback_metrics.get("val_score", float("inf")))
         if val < self.best:
             self.best, self.epoch = val, int(trainer.current_epoch)
             self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
@@ -317,7 +360,8 @@ def fit_model(
     module = RegressionModule(model, train)
     module.loader_gen = gen if par.world_size == 1 else None
     keep = _KeepBest()
-    stop = EarlyStopping(monitor="val_loss", patience=train.patience, mode="min")
+    check_criterion(train.criterion)
+    stop = EarlyStopping(monitor="val_score", patience=train.patience, mode="min")
     callbacks: list[Callback] = [keep, stop]
     resume_from = None
     if ck_dir is not None:
@@ -359,7 +403,9 @@ def fit_model(
     history = {
         "epochs": module.history,
         "best_epoch": keep.epoch,
-        "best_val_loss": keep.best,
+        "criterion": train.criterion,
+        "best_val_score": keep.best,
+        "best_val_loss": next((e["val_loss"] for e in module.history if e["epoch"] == keep.epoch), float("nan")),
         "stopped_epoch": int(trainer.current_epoch),
     }
     if ck_dir is not None:
