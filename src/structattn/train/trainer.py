@@ -3,8 +3,9 @@
 Inputs are standardised per channel (statistics of the whole structure image: no target
 information, so no leak) and targets per column (statistics of the training points only).
 Early stopping and the choice of the best epoch watch one validation criterion (`TrainConfig.
-criterion`): by default the mean over targets of the log of each target's validation MSE, so that
-every target's relative progress counts alike; the best epoch's weights are restored.
+criterion`): by default the MSE over all standardised targets; ``log_mse`` averages each target's
+log MSE instead, so every target's relative progress counts alike. The best epoch's weights are
+restored.
 """
 
 from __future__ import annotations
