@@ -121,11 +121,12 @@ def validation_r2(run: Path) -> dict[str, float]:
     benchmark's figures are the test blocks')."""
     if not (run / "predictions.npz").is_file():
         return {}
+    from structattn.train.metrics import regression_scores
+
     p = np.load(run / "predictions.npz")
     val = p["split"] == 1
-    t, y = p["y_true"][val], p["y_pred"][val]
-    r2 = 1 - ((t - y) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
-    return {str(n): float(v) for n, v in zip(p["target_names"], r2)}
+    names = tuple(str(n) for n in p["target_names"])
+    return {n: s["r2"] for n, s in regression_scores(p["y_true"][val], p["y_pred"][val], names).items()}
 
 
 def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:

@@ -118,6 +118,7 @@ class RegressionModule(L.LightningModule):
         self._gen = torch.Generator().manual_seed(train.seed)
         self.loader_gen: torch.Generator | None = None  # the training DataLoader's shuffling generator
         self.history: list[dict] = []
+        self.val_mse: list[float] = []  # per-target validation MSE of the last validation epoch
 
     # Resuming must continue exactly where the killed run was: Lightning restores weights,
     # optimiser, schedule and callbacks; the random streams (batch order, augmentation,
@@ -174,10 +175,7 @@ class RegressionModule(L.LightningModule):
 
     def validation_step(self, batch, _):
         x, y = batch
-        err = (self.model(x) - y) ** 2
-        # sync_dist: every DDP rank sees the same mean validation loss
-        self.log("val_loss", err.mean(), on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
-        sse = err.detach().double().sum(0)
+        sse = ((self.model(x) - y) ** 2).detach().double().sum(0)  # per target; the epoch's MSEs at its end
         self._val_sse = sse if self._val_sse is None else self._val_sse + sse
         self._val_n += len(x)
 
@@ -190,8 +188,9 @@ class RegressionModule(L.LightningModule):
             n = self.trainer.strategy.reduce(n, reduce_op="sum")
         mse = sse / n
         self.val_mse = [float(v) for v in mse]
-        score = validation_score(mse, self.tcfg.criterion).float()
-        self.log("val_score", score, on_epoch=True, prog_bar=False, sync_dist=False)  # equal on every rank
+        # both from the reduced sums, so equal on every rank (early stopping, best epoch)
+        self.log("val_loss", mse.mean().float(), prog_bar=True, sync_dist=False)
+        self.log("val_score", validation_score(mse, self.tcfg.criterion).float(), sync_dist=False)
 
     def on_train_epoch_end(self) -> None:
         # this epoch's mean training loss and its validation loss (validation ran before this hook)
@@ -199,8 +198,7 @@ class RegressionModule(L.LightningModule):
         score = self.trainer.callback_metrics.get("val_score")
         if val is not None and self._loss_n:
             self.history.append({"epoch": int(self.current_epoch), "train_loss": self._loss_sum / self._loss_n,
-                                 "val_loss": float(val), "val_score": float(score),
-                                 "val_mse": list(getattr(self, "val_mse", []))})
+                                 "val_loss": float(val), "val_score": float(score), "val_mse": list(self.val_mse)})
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
