@@ -81,6 +81,10 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
     return out
 
 
+# run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
+CHANGEABLE = ("readout", "criterion", "target_patience")
+
+
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
     """One default run; `changed` (e.g. readout="cls") sets options away from the default."""
     from structattn.pipeline import RunConfig, run_pipeline
@@ -232,6 +236,8 @@ if __name__ == "__main__":
                     help="run with this --readout instead of the default (sweep round 5, docs/training.md)")
     ap.add_argument("--criterion", default=None,
                     help="run with this --criterion instead of the default (sweep round 6, docs/training.md)")
+    ap.add_argument("--target-patience", type=int, default=None,
+                    help="run with this --target-patience instead of the default (sweep round 7, docs/training.md)")
     a = ap.parse_args()
     images = a.images.split(",") if a.images else None
     if a.runs != RUNS and a.result == RESULT and not (a.compare or a.one or a.prepare):
@@ -247,7 +253,7 @@ if __name__ == "__main__":
     elif a.summary:
         summary(a.runs, a.result)
     elif a.one:
-        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs, readout=a.readout, criterion=a.criterion)
+        run_one(a.one, runs(a.subset, images)[a.one], a.device, a.runs, **{k: getattr(a, k) for k in CHANGEABLE})
     else:
         names = list(runs(a.subset, images))
         procs: list[subprocess.Popen] = []
@@ -257,8 +263,8 @@ if __name__ == "__main__":
             procs.append(subprocess.Popen([sys.executable, __file__, "--one", n, "--device", a.device,
                                            "--threads", str(a.threads), "--subset", a.subset, "--runs", str(a.runs)]
                                           + (["--images", a.images] if a.images else [])
-                                          + (["--readout", a.readout] if a.readout else [])
-                                          + (["--criterion", a.criterion] if a.criterion else [])))
+                                          + [arg for k in CHANGEABLE if getattr(a, k) is not None
+                                             for arg in ("--" + k.replace("_", "-"), str(getattr(a, k)))]))
         for p in procs:
             p.wait()
         summary(a.runs, a.result)

@@ -72,48 +72,16 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # validation MSE, the rules the model cannot learn (their MSE near 1 and rising) decided when the
     # learned ones stopped (best epochs 8 and 11 on two textures)
     "spatial_logmse": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse"}),
-    # exploratory, not a library option (round 7 candidate): log_mse, and each target's loss term is
-    # dropped once its own validation MSE has not improved for 10 epochs, so a target the model
-    # cannot learn stops being fitted (and over-fitted) while the others go on
+    # round 7: log_mse, and each target's loss term is left out while its own validation MSE has not
+    # improved for 10 epochs (TrainConfig.target_patience), so a target the model cannot learn stops
+    # being fitted (and over-fitted) while the others go on. The first runs (sweep7/) patched the
+    # trainer with the same rule before it was an option
     "spatial_logmse_freeze": ({"stem": 16, "readout": "spatial"},
-                              {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse", "_freeze": 10}),
+                              {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse", "target_patience": 10}),
+    # the same with a per-target patience of 20 epochs (product was frozen too early at 10)
+    "spatial_logmse_freeze20": ({"stem": 16, "readout": "spatial"},
+                                {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse", "target_patience": 20}),
 }
-
-
-def _use_target_freeze(patience: int) -> None:
-    """Patch the trainer's module (this process only): per-target loss masks from per-target
-    validation MSE."""
-    from structattn.train import trainer as T
-
-    base_end = T.RegressionModule.on_validation_epoch_end
-
-    def on_validation_epoch_end(self):
-        base_end(self)
-        mse = torch.tensor(getattr(self, "val_mse", []), dtype=torch.float64)
-        if not len(mse):
-            return
-        if not hasattr(self, "_k_best"):
-            self._k_best, self._k_since = mse.clone(), torch.zeros(len(mse), dtype=torch.long)
-        better = mse < self._k_best
-        self._k_best = torch.where(better, mse, self._k_best)
-        self._k_since = torch.where(better, torch.zeros_like(self._k_since), self._k_since + 1)
-        self._k_mask = (self._k_since < patience).float()
-        self.frozen_at = getattr(self, "frozen_at", {})
-        for k in torch.nonzero(self._k_mask == 0).flatten().tolist():
-            self.frozen_at.setdefault(k, int(self.current_epoch))
-
-    def training_step(self, batch, _):
-        x, y = batch
-        x = T._augment(x, self.tcfg.augment, self._gen)
-        per = ((self.model(x) - y) ** 2).mean(0)
-        mask = getattr(self, "_k_mask", None)
-        loss = per.mean() if mask is None else (per * mask.to(per)).mean()
-        self._loss_sum += float(loss.detach()) * len(x)
-        self._loss_n += len(x)
-        return loss
-
-    T.RegressionModule.on_validation_epoch_end = on_validation_epoch_end
-    T.RegressionModule.training_step = training_step
 
 
 def r2(t, p):
@@ -123,8 +91,6 @@ def r2(t, p):
 def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, seed: int = 0, device: str = "cpu") -> dict:
     vopt, topt = CONFIGS[config]
     topt = dict(topt)
-    if topt.get("_freeze"):
-        _use_target_freeze(topt.pop("_freeze"))
     buffer = topt.pop("buffer", 8 if "buf8" in config else 16)
     sample = load_sample(f"semisynthetic:image={TEXTURES[texture]},seed={seed}")
     window = 32

@@ -122,3 +122,63 @@ def test_unknown_criterion_is_named():
     with pytest.raises(ValueError, match="criterion: expected one of .*got 'r2'"):
         fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
                 train=TrainConfig(epochs=1, progress=False, criterion="r2"))
+
+
+def test_target_patience_freezes_each_target_on_its_own_validation_mse():
+    """A target's loss term is out while its own validation MSE has not improved for `target_patience`
+    epochs (recomputed here from the recorded MSEs), a frozen term contributes neither loss nor
+    gradient, training stops once every term is frozen, and the per-target state travels in
+    checkpoints."""
+    from structattn.train.trainer import RegressionModule, TrainConfig, fit_vit, frozen_from
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 1, 16, 16)).astype(np.float32)
+    y = rng.normal(size=(200, 2)).astype(np.float32)  # two targets the pixels do not determine
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=1, heads=2, stem=0, n_outputs=2)
+    tp = 2
+    _, hist = fit_vit(x, y, train_index=np.arange(150), val_index=np.arange(150, 200), vit=cfg,
+                      train=TrainConfig(epochs=40, warmup=1, patience=100, progress=False, target_patience=tp))
+    best, since = [np.inf, np.inf], [0, 0]
+    for e in hist["epochs"]:  # the rule, recomputed from the history
+        for j, m in enumerate(e["val_mse"]):
+            best[j], since[j] = (m, 0) if m < best[j] else (best[j], since[j] + 1)
+        assert e["frozen"] == [s >= tp for s in since]
+    # training ended with the first epoch at which both terms were out (early stopping's patience is 100)
+    last = hist["epochs"][-1]
+    assert last["frozen"] == [True, True] and not any(all(e["frozen"]) for e in hist["epochs"][:-1]) and last["epoch"] < 39
+    assert hist["frozen_from"] == frozen_from(hist["epochs"]) and max(hist["frozen_from"]) == last["epoch"]
+    assert frozen_from([{"epoch": 0, "frozen": [True, False]}, {"epoch": 1, "frozen": [False, True]},
+                        {"epoch": 2, "frozen": [True, True]}]) == [2, 1]
+    assert frozen_from([{"epoch": 0, "frozen": [True, True]}, {"epoch": 1, "frozen": [True, False]}]) == [0, None]
+
+    module = RegressionModule(ViTRegressor(cfg), TrainConfig(target_patience=tp, progress=False))
+    module.target_best, module.target_since = [0.5, 0.9], [0, tp]  # the second term is frozen
+    module.on_train_epoch_start()
+    module.model.eval()  # no dropout, so the loss can be recomputed below
+    xb = torch.as_tensor(x[:16])
+    yb = torch.as_tensor(y[:16]).clone().requires_grad_(True)
+    loss = module.training_step((xb, yb), 0)
+    with torch.no_grad():
+        pred = module.model(xb)
+    assert float(loss) == pytest.approx(float(((pred[:, 0] - yb[:, 0]) ** 2).mean()) / 2, rel=1e-5)
+    loss.backward()
+    assert yb.grad[:, 1].abs().max() == 0 and yb.grad[:, 0].abs().max() > 0
+
+    ck: dict = {}
+    module.on_save_checkpoint(ck)
+    again = RegressionModule(ViTRegressor(cfg), TrainConfig(target_patience=tp, progress=False))
+    again.on_load_checkpoint(ck)
+    assert (again.target_best, again.target_since, again.frozen) == ([0.5, 0.9], [0, tp], [False, True])
+
+
+def test_bad_target_patience_is_named():
+    from structattn.pipeline import RunConfig
+    from structattn.train.trainer import TrainConfig, fit_vit
+
+    with pytest.raises(ValueError, match="--target-patience: expected a number of epochs >= 0"):
+        RunConfig(source="synthetic", target_patience=-1)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=1, heads=2, stem=0, n_outputs=1)
+    x, y = np.zeros((8, 1, 16, 16), np.float32), np.zeros((8, 1), np.float32)
+    with pytest.raises(ValueError, match="target_patience: expected .*got 2.5"):
+        fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
+                train=TrainConfig(epochs=1, progress=False, target_patience=2.5))

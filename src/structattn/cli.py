@@ -91,6 +91,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
                         "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
                         f"that cannot be learned does not decide when the others stop) (default {d.criterion})")
+    p.add_argument("--target-patience", type=int, default=d.target_patience,
+                   help="stop fitting a target (drop its loss term) once its own validation MSE has not improved "
+                        "for this many epochs, while the others go on; 0 = off (default "
+                        f"{d.target_patience}; see docs/training.md)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
@@ -221,6 +225,7 @@ def _config_from_args(args, source: str):
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, criterion=args.criterion,
+        target_patience=args.target_patience,
         weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,

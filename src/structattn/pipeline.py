@@ -61,6 +61,8 @@ class RunConfig:
     weight_decay: float = 0.3  # AdamW weight decay (0.3 beat 0.05 on real textures)
     patience: int = 15  # early-stopping patience in epochs
     criterion: str = "mse"  # what early stopping and the best epoch watch: "mse" or "log_mse" (docs/training.md)
+    target_patience: int = 0  # > 0: drop a target's loss term after this many epochs without its own
+    # validation improvement (0 = off; docs/training.md, sweep round 7)
     augment: str = "none"  # "none", "flips" or "dihedral": only if the property cannot depend on orientation
     blocks: int = 4  # spatial split: blocks per image side
     split: str = "blocks"  # several samples: "blocks" within each sample, or "sample" (whole samples held out)
@@ -106,6 +108,8 @@ class RunConfig:
             raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
+        if isinstance(self.target_patience, bool) or not isinstance(self.target_patience, int) or self.target_patience < 0:
+            raise ValueError(f"--target-patience: expected a number of epochs >= 0 (0 = off), got {self.target_patience!r}")
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if not isinstance(self.ensemble, int) or self.ensemble < 1:
@@ -395,7 +399,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, readout=cfg.readout,
                         n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            patience=cfg.patience, criterion=cfg.criterion, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
+                            patience=cfg.patience, criterion=cfg.criterion,
+                            target_patience=cfg.target_patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
                             seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]

@@ -41,6 +41,9 @@ class TrainConfig:
     weight_decay: float = 0.3  # AdamW decoupled weight decay (0.3 beat 0.05 on the real-texture sweep)
     patience: int = 15  # epochs without validation improvement before stopping
     criterion: str = "mse"  # what early stopping and the best epoch watch: see CRITERIA
+    target_patience: int = 0  # > 0: leave a target's term out of the loss while its own validation MSE has
+    # not improved for this many epochs (a target that cannot be learned stops being over-fitted; it
+    # comes back if the shared layers improve it); 0 = off
     augment: str = "none"  # "none", "flips" or "dihedral" (flips + 90-degree turns); see docs/training.md
     seed: int = 0  # seeds weights, batches and augmentation
     device: str = "cpu"  # "cpu", "cuda" or "auto"
@@ -71,6 +74,12 @@ def validation_score(mse: torch.Tensor, criterion: str) -> torch.Tensor:
     if criterion == "mse":
         return mse.mean()
     return torch.log(mse.clamp_min(1e-12)).mean()
+
+
+def check_target_patience(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"target_patience: expected a number of epochs >= 0 (0 = off), got {value!r}")
+    return int(value)
 
 
 def check_augment(value) -> str:
@@ -119,6 +128,10 @@ class RegressionModule(L.LightningModule):
         self.loader_gen: torch.Generator | None = None  # the training DataLoader's shuffling generator
         self.history: list[dict] = []
         self.val_mse: list[float] = []  # per-target validation MSE of the last validation epoch
+        # per-target loss freezing (TrainConfig.target_patience): best validation MSE so far and epochs
+        # since it improved; a term is frozen (out of the loss) while that count reaches the patience
+        self.target_best: list[float] | None = None
+        self.target_since: list[int] | None = None
 
     # Resuming must continue exactly where the killed run was: Lightning restores weights,
     # optimiser, schedule and callbacks; the random streams (batch order, augmentation,
@@ -129,6 +142,7 @@ class RegressionModule(L.LightningModule):
             "augment_rng": self._gen.get_state(),
             "loader_rng": None if self.loader_gen is None else self.loader_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "targets": {"best": self.target_best, "since": self.target_since},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -140,6 +154,8 @@ class RegressionModule(L.LightningModule):
             self.loader_gen.set_state(st["loader_rng"])
         if "torch_rng" in st:
             torch.set_rng_state(st["torch_rng"])
+        t = st.get("targets", {})
+        self.target_best, self.target_since = t.get("best"), t.get("since")
 
     # ddp_spawn pickles the module to its workers; a torch.Generator would travel as a
     # shared-memory tensor, which the spawn launcher rejects ("bad value(s) in fds_to_keep")
@@ -163,7 +179,12 @@ class RegressionModule(L.LightningModule):
     def training_step(self, batch, _):
         x, y = batch
         x = _augment(x, self.tcfg.augment, self._gen)
-        loss = torch.nn.functional.mse_loss(self.model(x), y)
+        per_target = ((self.model(x) - y) ** 2).mean(0)
+        frozen = self.frozen
+        if any(frozen):
+            keep = torch.tensor([not f for f in frozen], dtype=per_target.dtype, device=per_target.device)
+            per_target = per_target * keep  # frozen terms contribute nothing (and no gradient)
+        loss = per_target.mean()
         self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x), sync_dist=True)
         self._loss_sum += float(loss.detach()) * len(x)
         self._loss_n += len(x)
@@ -188,9 +209,30 @@ class RegressionModule(L.LightningModule):
             n = self.trainer.strategy.reduce(n, reduce_op="sum")
         mse = sse / n
         self.val_mse = [float(v) for v in mse]
+        if self.tcfg.target_patience > 0 and not self.trainer.sanity_checking:
+            self._update_frozen()
         # both from the reduced sums, so equal on every rank (early stopping, best epoch)
         self.log("val_loss", mse.mean().float(), prog_bar=True, sync_dist=False)
         self.log("val_score", validation_score(mse, self.tcfg.criterion).float(), sync_dist=False)
+
+    @property
+    def frozen(self) -> list[bool]:
+        """Which targets' terms are out of the loss now (TrainConfig.target_patience)."""
+        if self.target_since is None or self.tcfg.target_patience <= 0:
+            return []
+        return [s >= self.tcfg.target_patience for s in self.target_since]
+
+    def _update_frozen(self) -> None:
+        """Per-target patience on the (rank-reduced, so identical on every rank) validation MSEs."""
+        if self.target_best is None:
+            self.target_best, self.target_since = [math.inf] * len(self.val_mse), [0] * len(self.val_mse)
+        for j, m in enumerate(self.val_mse):
+            if m < self.target_best[j]:
+                self.target_best[j], self.target_since[j] = m, 0
+            else:
+                self.target_since[j] += 1
+        if all(self.frozen):  # nothing left to train on
+            self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
         # this epoch's mean training loss and its validation loss (validation ran before this hook)
@@ -198,7 +240,8 @@ class RegressionModule(L.LightningModule):
         score = self.trainer.callback_metrics.get("val_score")
         if val is not None and self._loss_n:
             self.history.append({"epoch": int(self.current_epoch), "train_loss": self._loss_sum / self._loss_n,
-                                 "val_loss": float(val), "val_score": float(score), "val_mse": list(self.val_mse)})
+                                 "val_loss": float(val), "val_score": float(score), "val_mse": list(self.val_mse),
+                                 **({"frozen": self.frozen} if self.tcfg.target_patience > 0 else {})})
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
@@ -360,6 +403,7 @@ def fit_model(
     module.loader_gen = gen if par.world_size == 1 else None
     keep = _KeepBest()
     check_criterion(train.criterion)
+    check_target_patience(train.target_patience)
     stop = EarlyStopping(monitor="val_score", patience=train.patience, mode="min")
     callbacks: list[Callback] = [keep, stop]
     resume_from = None
@@ -407,9 +451,27 @@ def fit_model(
         "best_val_loss": next((e["val_loss"] for e in module.history if e["epoch"] == keep.epoch), float("nan")),
         "stopped_epoch": int(trainer.current_epoch),
     }
+    if train.target_patience > 0:
+        history["target_patience"] = train.target_patience
+        history["frozen_from"] = frozen_from(module.history)
     if ck_dir is not None:
         _save_checkpoint_file(ck_dir / "final.pt", {"state_dict": model.state_dict(), "history": history})
     return model, history
+
+
+def frozen_from(epochs: list[dict]) -> list[int | None]:
+    """Per target, the epoch at whose end its loss term was left out for the rest of training (None:
+    trained to the end), from the per-epoch history of a fit with `target_patience`."""
+    rows = [(e["epoch"], e["frozen"]) for e in epochs if e.get("frozen")]
+    if not rows:
+        return []
+    out: list[int | None] = []
+    for j in range(len(rows[-1][1])):
+        start = None
+        for epoch, frozen in rows:
+            start = (epoch if start is None else start) if frozen[j] else None
+        out.append(start)
+    return out
 
 
 def _save_checkpoint_file(path: Path, payload: dict) -> None:
