@@ -216,3 +216,32 @@ def test_r2_bars_and_table_check_their_arguments():
         table_html(["x"], [[1], [2]], row_classes=["a"])
     assert "<tr class='unlearned'><td>&lt;b&gt;</td><td>n/a</td></tr>" in table_html(
         ["x", "y"], [["<b>", None]], row_classes=["unlearned"])
+
+
+def test_training_section_text_and_curves_follow_the_history():
+    """The sentences name the epochs trained, the kept epoch and its criterion, and only the targets
+    still left out at the end; the per-target curve is solid exactly for the epochs that trained
+    that target (an epoch runs with the previous epoch's frozen flags)."""
+    import matplotlib.pyplot as plt
+
+    from structattn.report.figures import training_curves
+    from structattn.train.trainer import describe_training, frozen_from
+
+    epochs = [{"epoch": i, "train_loss": 1.0 / (i + 1), "val_loss": 0.5, "val_mse": [0.3 - 0.01 * i, 0.9 + 0.01 * i],
+               "frozen": [False, i >= 1]} for i in range(4)]
+    hist = {"epochs": epochs, "best_epoch": 3, "criterion": "log_mse", "target_patience": 1,
+            "frozen_from": frozen_from(epochs)}
+    assert hist["frozen_from"] == [None, 1]
+    lines = describe_training(hist, ["amp", "<b>"])
+    assert lines[0].startswith("4 epochs trained; the weights kept are epoch 3's") and "(log_mse)" in lines[0]
+    assert lines[1].endswith("improved for 1 epoch (--target-patience): <b> (after epoch 1).") and "amp" not in lines[1]
+    assert describe_training({"epochs": []}, ["amp"]) == []
+
+    axes = training_curves(epochs, ["amp", "<b>"], best_epoch=3)
+    curves = [ln for ln in axes[1].get_lines() if ln.get_linestyle() != "--" and len(ln.get_xdata()) == 4]
+    solid = [np.asarray(ln.get_ydata(), float) for ln in curves if ln.get_linestyle() == "-"]
+    dotted = [ln for ln in curves if ln.get_linestyle() == ":"]
+    assert len(solid) == 2 and len(dotted) == 1  # only the frozen target has a dotted stretch
+    np.testing.assert_array_equal(np.isnan(solid[0]), [False] * 4)
+    np.testing.assert_array_equal(np.isnan(solid[1]), [False, False, True, True])  # frozen after epoch 1
+    plt.close("all")

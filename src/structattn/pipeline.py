@@ -35,7 +35,7 @@ from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_basel
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, fit_vit, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, describe_training, fit_vit, standardise_patches
 
 
 @dataclass
@@ -414,12 +414,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                              train=train_cfg, pretrain_image=image_z,
                              checkpoint_dir=None if checkpoints is None else checkpoints / "vit")
     history["seconds"] = time.perf_counter() - t0
-    say(f"ViT: {history['stopped_epoch']} epochs, best (by {cfg.criterion}) epoch {history['best_epoch']}, "
-        f"{history['seconds']:.0f} s")
-    out_of_loss = [f"{n} (after epoch {e})" for n, e in zip(d.targets.names, history.get("frozen_from", [])) if e is not None]
-    if out_of_loss:
-        say(f"  left out of the loss for want of validation progress (--target-patience {cfg.target_patience}): "
-            + ", ".join(out_of_loss))
+    for line in describe_training(history, d.targets.names):
+        say(f"  {line}")
     trained.model = model
     trained.extra = {"units": list(d.targets.units)}
     pred = np.full_like(d.y, np.nan)

@@ -102,3 +102,33 @@ def r2_bars(r2: np.ndarray, *, targets: list[str], models: list[str], threshold:
     ax.set_ylabel("test R²")
     ax.legend(fontsize=7, ncol=min(len(models) + 1, 6), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     return ax
+
+
+def training_curves(epochs: list[dict], names: list[str], *, best_epoch: int | None = None, axes=None):
+    """Loss curves of a fit history (`metrics.json` → training.epochs): the training and validation
+    loss, and each target's validation MSE (dotted while its term was out of the loss). Two axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    e = np.array([r["epoch"] for r in epochs])
+    axes[0].semilogy(e, [r["train_loss"] for r in epochs], label="training loss")
+    axes[0].semilogy(e, [r["val_loss"] for r in epochs], label="validation MSE (mean over targets)")
+    axes[0].set_title("loss (standardised targets)")
+    if all("val_mse" in r for r in epochs) and epochs:
+        mse = np.array([r["val_mse"] for r in epochs], dtype=float)
+        frozen = np.array([r.get("frozen") or [False] * mse.shape[1] for r in epochs], dtype=bool)
+        out = np.vstack([np.zeros((1, mse.shape[1]), bool), frozen[:-1]])  # epoch i ran with frozen[i-1]
+        for k, n in enumerate(names[:mse.shape[1]]):
+            (line,) = axes[1].semilogy(e, np.where(out[:, k], np.nan, mse[:, k]), label=n)
+            if out[:, k].any():
+                axes[1].semilogy(e, mse[:, k], ls=":", color=line.get_color())
+        axes[1].axhline(1.0, color="grey", lw=0.8)  # the training mean's MSE, roughly
+        axes[1].set_title("validation MSE per target (dotted: left out of the loss)")
+        axes[1].legend(fontsize=7, ncol=2)
+    else:
+        axes[1].set_axis_off()
+    for ax in axes:
+        if best_epoch is not None and best_epoch >= 0:
+            ax.axvline(best_epoch, color="k", ls="--", lw=0.8)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    return axes

@@ -13,6 +13,7 @@ from ..evaluate.faithful import RANDOMISATION_FAIL, faithful_method, rank_method
 from . import figures
 from .base import fig_to_html, not_learned_warning, register_section, table_html
 from ..train.baselines import MIN_R2 as LEARNED_MIN_R2
+from ..train.trainer import describe_training
 from .summary import faithfulness_phrase, unlearned_targets
 
 
@@ -98,6 +99,19 @@ def parity_plots(ctx) -> str:
                        r2=m["targets"][n]["r2"], ax=axes[0, k])
     fig.tight_layout()
     return fig_to_html(fig, alt="parity plots")
+
+
+@register_section(32, "How the ViT trained")
+def training(ctx) -> str | None:
+    t = ctx.run.metrics.get("training") or {}
+    if not t.get("epochs"):
+        return None
+    names = list(ctx.run.metrics.get("targets", {}))
+    out = "".join(f"<p>{html.escape(line)}</p>" for line in describe_training(t, names))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    figures.training_curves(t["epochs"], names, best_epoch=t.get("best_epoch"), axes=axes)
+    fig.tight_layout()
+    return out + fig_to_html(fig, alt="training and validation loss per epoch")
 
 
 def gallery_choice(metrics: dict, methods: list[str]) -> tuple[str | None, str | None, str]:

@@ -474,6 +474,25 @@ def frozen_from(epochs: list[dict]) -> list[int | None]:
     return out
 
 
+def describe_training(history: dict, names: list[str]) -> list[str]:
+    """Plain sentences about a fit history (`fit_vit`/`fit_model`): epochs, best epoch and what
+    chose it, and the targets left out of the loss (`target_patience`). For the run log and report."""
+    epochs = history.get("epochs") or []
+    if not epochs:
+        return []
+    crit = history.get("criterion", "mse")
+    crit_text = {"mse": "the validation MSE over all targets",
+                 "log_mse": "the mean over targets of each target's log validation MSE"}.get(crit, crit)
+    out = [f"{len(epochs)} epochs trained; the weights kept are epoch {history.get('best_epoch')}'s, the lowest "
+           f"{crit_text} ({crit})."]
+    left = [f"{n} (after epoch {e})" for n, e in zip(names, history.get("frozen_from") or []) if e is not None]
+    if left:
+        p = history.get("target_patience")
+        out.append(f"Left out of the loss to the end, their validation MSE not having improved for {p} "
+                   f"epoch{'s' if p != 1 else ''} (--target-patience): {', '.join(left)}.")
+    return out
+
+
 def _save_checkpoint_file(path: Path, payload: dict) -> None:
     """torch.save to `path` atomically (temp file, then rename)."""
     buf = io.BytesIO()
