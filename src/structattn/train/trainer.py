@@ -231,7 +231,8 @@ class RegressionModule(L.LightningModule):
                 self.target_best[j], self.target_since[j] = m, 0
             else:
                 self.target_since[j] += 1
-        if all(self.frozen):  # nothing left to train on
+        frozen = self.frozen
+        if frozen and all(frozen):  # nothing left to train on
             self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
