@@ -81,6 +81,10 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # the same with a per-target patience of 20 epochs (product was frozen too early at 10)
     "spatial_logmse_freeze20": ({"stem": 16, "readout": "spatial"},
                                 {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse", "target_patience": 20}),
+    # round 8, exploratory: a linear patch embedding (no conv stem) under the spatial readout. The
+    # stem loses part of a linear rule's extrapolation (bench/probe_extrapolation.py); with the
+    # [CLS] readout the stem's own contribution was within noise (round 3)
+    "spatial_stem0": ({"stem": 0, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 
