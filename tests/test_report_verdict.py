@@ -236,6 +236,7 @@ def test_training_section_text_and_curves_follow_the_history():
     assert lines[0].startswith("4 epochs trained; the weights kept are epoch 3's") and "(log_mse)" in lines[0]
     assert lines[1].endswith("improved for 1 epoch (--target-patience): <b> (after epoch 1).") and "amp" not in lines[1]
     assert describe_training({"epochs": []}, ["amp"]) == []
+    assert describe_training({**hist, "seconds": 12.4}, ["amp", "<b>"])[0].startswith("4 epochs trained in 12 s;")
 
     axes = training_curves(epochs, ["amp", "<b>"], best_epoch=3)
     curves = [ln for ln in axes[1].get_lines() if ln.get_linestyle() != "--" and len(ln.get_xdata()) == 4]

@@ -484,8 +484,9 @@ def describe_training(history: dict, names: list[str]) -> list[str]:
     crit = history.get("criterion", "mse")
     crit_text = {"mse": "the validation MSE over all targets",
                  "log_mse": "the mean over targets of each target's log validation MSE"}.get(crit, crit)
-    out = [f"{len(epochs)} epochs trained; the weights kept are epoch {history.get('best_epoch')}'s, the lowest "
-           f"{crit_text} ({crit})."]
+    took = f" in {history['seconds']:.0f} s" if isinstance(history.get("seconds"), (int, float)) else ""
+    out = [f"{len(epochs)} epochs trained{took}; the weights kept are epoch {history.get('best_epoch')}'s, the "
+           f"lowest {crit_text} ({crit})."]
     left = [f"{n} (after epoch {e})" for n, e in zip(names, history.get("frozen_from") or []) if e is not None]
     if left:
         p = history.get("target_patience")
