@@ -92,8 +92,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
                         f"that cannot be learned does not decide when the others stop) (default {d.criterion})")
     p.add_argument("--target-patience", type=int, default=d.target_patience,
-                   help="stop fitting a target (drop its loss term) once its own validation MSE has not improved "
-                        "for this many epochs, while the others go on; 0 = off (default "
+                   help="leave a target's term out of the loss while its own validation MSE has not improved "
+                        "for this many epochs (it comes back when it improves); the others go on; 0 = off (default "
                         f"{d.target_patience}; see docs/training.md)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
