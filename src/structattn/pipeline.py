@@ -35,7 +35,7 @@ from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_basel
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, describe_training, fit_vit, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_target_patience, describe_training, fit_vit, standardise_patches
 
 
 @dataclass
@@ -61,8 +61,8 @@ class RunConfig:
     weight_decay: float = 0.3  # AdamW weight decay (0.3 beat 0.05 on real textures)
     patience: int = 15  # early-stopping patience in epochs
     criterion: str = "mse"  # what early stopping and the best epoch watch: "mse" or "log_mse" (docs/training.md)
-    target_patience: int = 0  # > 0: drop a target's loss term after this many epochs without its own
-    # validation improvement (0 = off; docs/training.md, sweep round 7)
+    target_patience: int = 0  # > 0: a target's loss term is left out while its own validation MSE has not
+    # improved for this many epochs, and comes back when it does (0 = off; docs/training.md, round 7)
     augment: str = "none"  # "none", "flips" or "dihedral": only if the property cannot depend on orientation
     blocks: int = 4  # spatial split: blocks per image side
     split: str = "blocks"  # several samples: "blocks" within each sample, or "sample" (whole samples held out)
@@ -108,8 +108,10 @@ class RunConfig:
             raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
-        if isinstance(self.target_patience, bool) or not isinstance(self.target_patience, int) or self.target_patience < 0:
-            raise ValueError(f"--target-patience: expected a number of epochs >= 0 (0 = off), got {self.target_patience!r}")
+        try:
+            self.target_patience = check_target_patience(self.target_patience)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}".replace("target_patience", "target-patience", 1)) from None
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if not isinstance(self.ensemble, int) or self.ensemble < 1:

@@ -469,8 +469,10 @@ def frozen_from(epochs: list[dict]) -> list[int | None]:
     out: list[int | None] = []
     for j in range(len(rows[-1][1])):
         start = None
-        for epoch, frozen in rows:
-            start = (epoch if start is None else start) if frozen[j] else None
+        for epoch, frozen in reversed(rows):  # back from the end while the term stays out
+            if not frozen[j]:
+                break
+            start = epoch
         out.append(start)
     return out
 
