@@ -85,6 +85,10 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # stem loses part of a linear rule's extrapolation (bench/probe_extrapolation.py); with the
     # [CLS] readout the stem's own contribution was within noise (round 3)
     "spatial_stem0": ({"stem": 0, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8}),
+    # round 9: the spatial readout also reads each token's embedding (before the blocks) through the
+    # same weighting, a linear path for rules linear in the pixels (ridge probes: 0.91 on the token
+    # embeddings against 0.74 on the final states, PTO_Funakubo0003, bench/probe_extrapolation.py)
+    "spatial_embed": ({"stem": 16, "readout": "spatial_embed"}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 

@@ -92,8 +92,9 @@ def _budget(model, x, target, rule):
 def test_relevance_budget_closes_exactly(rule):
     # pixels + biases + the softmax bias terms == y_k: every rule conserves what it does not
     # hand to a bias. Tolerance 1e-4 relative: float32 sums of ~1e4 terms of mixed sign.
-    for model, x in ((trained_toy(), toy_batch(8, seed=31)[0]),
-                     (_random_model(), torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1)))):
+    xr = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+    for model, x in ((trained_toy(), toy_batch(8, seed=31)[0]), (_random_model(), xr),
+                     (_random_model(readout="spatial_embed"), xr)):  # the embeddings' linear path too
         for target in (0, 1):
             y, terms = _budget(model, x, target, rule)
             assert sum(terms.values()) == pytest.approx(y, rel=1e-4, abs=1e-5), (rule, target, terms)

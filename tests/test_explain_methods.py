@@ -11,6 +11,7 @@ from explain_toy import REGION0, REGION1, WINDOW, region_masks, toy_batch, train
 from structattn.evaluate import ground_truth_scores, randomisation_check
 from structattn.explain import (
     EXPLAINERS,
+    AttentionExplainer,
     GradAttnExplainer,
     IntegratedGradientsExplainer,
     RolloutExplainer,
@@ -165,7 +166,7 @@ def test_target_out_of_range_names_the_parameter():
         make_explainer("lime", trained_toy())
 
 
-@pytest.mark.parametrize("readout", ["cls", "tokens", "spatial", "pool"])
+@pytest.mark.parametrize("readout", ["cls", "tokens", "spatial", "pool", "spatial_embed"])
 def test_readout_contributions_add_up_to_the_output(readout):
     torch.manual_seed(0)
     m = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, n_outputs=3, readout=readout)).eval()
@@ -204,6 +205,33 @@ def test_attention_maps_follow_a_readout_of_the_patch_tokens():
         assert torch.all(tok.argmax(-1) == j), (ex.name, tok.argmax(-1))
     with pytest.raises(ValueError, match="target"):
         RolloutExplainer(m).attribute(x)
+
+
+def test_embedding_readout_is_a_linear_path_that_maps_to_the_token_itself():
+    # "spatial_embed" with the final states' terms zeroed: without a conv stem the output is
+    # affine in the pixels, so it extrapolates as a linear rule does (y(a + b) = y(a) + y(b) - y(0)),
+    # whatever the blocks and their LayerNorms do. The attention-family maps put what is read from
+    # a token's embedding on that token: every method's largest score is at the read token j.
+    torch.manual_seed(2)
+    m = ViTRegressor(ViTConfig(in_channels=1, window=16, patch=4, n_outputs=2, stem=0, readout="spatial_embed")).eval()
+    j = 6
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.read_what.zero_()
+        m.read_where.zero_()
+        m.read_where[1, j] = 1.0
+        m.read_embed.normal_()
+    a, b = torch.randn(2, 3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(m(10 * a + b), 10 * m(a) + m(b) - 10 * m(torch.zeros_like(a)),
+                                   rtol=1e-4, atol=1e-4)
+        h, _ = m.encode(a)
+    deep, embed = m.readout_shares(h, 1, split=True)
+    torch.testing.assert_close(embed[:, j + 1], torch.ones(3))  # token j is state j + 1 ([CLS] first)
+    assert torch.all(deep == 0)
+    for ex in (AttentionExplainer(m), RolloutExplainer(m), GradAttnExplainer(m)):
+        tok = ex.attribute(a, target=1)[:, ::4, ::4].reshape(3, -1)
+        assert torch.all(tok.argmax(-1) == j), (ex.name, tok.argmax(-1))
 
 
 def test_readout_names_the_choices():

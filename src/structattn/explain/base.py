@@ -34,15 +34,19 @@ def read_rows(model: nn.Module, h: torch.Tensor, mats: torch.Tensor, target: int
     For the default [CLS] readout that is the [CLS] row. For a readout of the patch tokens
     (`ViTConfig.readout`), the rows are weighted by each final token state's share of the
     output (`ViTRegressor.readout_shares`), so the attention-family maps follow what the
-    output actually reads.
+    output actually reads. What the "spatial_embed" readout reads from a token's embedding
+    passes no attention: it goes to that token itself (the identity row).
     """
     if reads_cls_only(model):
         return mats[..., 0, 1:]
     if target is None:
         raise ValueError("target: this model reads the patch tokens, so its attention maps differ per output; pass target=k")
-    r = model.readout_shares(h, target)  # (B, T)
+    r, r_embed = model.readout_shares(h, target, split=True)  # (B, T) each
     spec = "bt,bts->bs" if mats.ndim == 3 else "bt,bhts->bhs"
-    return torch.einsum(spec, r, mats)[..., 1:]
+    rows = torch.einsum(spec, r, mats)
+    if mats.ndim == 4:
+        r_embed = r_embed[:, None]
+    return (rows + r_embed)[..., 1:]
 
 
 class Explainer:

@@ -24,7 +24,8 @@ from torch import nn
 from . import lrp as rules
 
 
-READOUTS = ("cls", "tokens", "spatial", "pool")  # see ViTConfig.readout and docs/training.md (sweep round 5)
+READOUTS = ("cls", "tokens", "spatial", "pool", "spatial_embed")  # ViTConfig.readout; docs/training.md (rounds 5, 9)
+SPATIAL = ("spatial", "spatial_embed")  # the readouts with a learned per-output weighting of the patch tokens
 
 
 @dataclass
@@ -48,7 +49,10 @@ class ViTConfig:
     #             patch tokens' final states z_t, read through one feature vector w_k;
     #   "pool"    that head plus, per output, `pool_maps` softmax maps over the tokens (position-only
     #             attention pooling), each read through its own feature vector;
-    #   "tokens"  one linear map of all final patch-token states (flattened, like the CNN's dense head).
+    #   "tokens"  one linear map of all final patch-token states (flattened, like the CNN's dense head);
+    #   "spatial_embed" "spatial" plus, through the same weighting, each token's embedding before the
+    #             blocks, y_k += sum_t s_kt (u_k . e_t): a linear path (the blocks and their LayerNorms lose
+    #             the scale a rule linear in the pixels needs outside the training range; round 9).
     readout: str = "cls"
     pool_maps: int = 4
 
@@ -176,10 +180,13 @@ class ViTRegressor(nn.Module):
         # "tokens" readout: one linear map of all final token states (a position-aware readout, like
         # the CNN baseline's flattened dense head); [CLS] still takes part in attention.
         self.head = nn.Linear(cfg.dim * (cfg.grid**2 if cfg.readout == "tokens" else 1), cfg.n_outputs)
-        if cfg.readout == "spatial":  # y_k += sum_t s_kt (w_k . h_t): K x (T-1) + K x dim parameters
+        if cfg.readout in SPATIAL:  # y_k += sum_t s_kt (w_k . h_t): K x (T-1) + K x dim parameters
             self.read_where = nn.Parameter(torch.full((cfg.n_outputs, cfg.grid**2), 1.0 / cfg.grid**2))
             self.read_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
             nn.init.trunc_normal_(self.read_what, std=0.02)
+        if cfg.readout == "spatial_embed":  # and sum_t s_kt (u_k . e_t) on the embeddings: K x dim more
+            self.read_embed = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
+            nn.init.trunc_normal_(self.read_embed, std=0.02)
         if cfg.readout == "pool":  # logits of K x M softmax maps over the patch tokens, and their read-out vectors
             self.pool_logits = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.grid**2))
             self.pool_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.dim))
@@ -211,48 +218,72 @@ class ViTRegressor(nn.Module):
         return t + self.pos
 
     def encode(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
-        """(B, C, w, w) -> final token states (B, T, dim) and the per-layer attention weights
-        (a list of (B, H, T, T) with ``return_attention``, else of None)."""
+        """(B, C, w, w) -> the states the readout reads and the per-layer attention weights (a list
+        of (B, H, T, T) with ``return_attention``, else of None).
+
+        The states are the final token states (B, T, dim); for the "spatial_embed" readout they are
+        followed by each token's embedding before the blocks, (B, T, 2 dim).
+        """
         rules.check_rule(lrp)
         if lrp is not None and self.training:
             raise ValueError("lrp: relevance is defined for the eval-mode model (no dropout); call model.eval() first")
-        h = self.tokens(x, lrp=lrp)
+        h = e = self.tokens(x, lrp=lrp)
         weights = []
         for blk in self.blocks:
             h, w = blk(h, return_weights=return_attention, lrp=lrp)
             weights.append(w)
+        if self.cfg.readout == "spatial_embed":
+            h = torch.cat([h, e], dim=-1)
         return h, weights
 
     def readout(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
-        """Final token states (B, T, dim) -> outputs (B, n_outputs); linear in the normed states."""
+        """States from `encode` -> outputs (B, n_outputs); linear in the normed final states (and,
+        for "spatial_embed", in the embeddings)."""
         if self.cfg.readout == "cls":  # only the [CLS] state is normed and read
             h = h[:, :1]
-        z = self.norm(h) if lrp is None else rules.layer_norm(self.norm, h)
+        z = self._norm_states(h, lrp=lrp)
         return self._readout_normed(z)
 
-    def readout_contributions(self, h: torch.Tensor, target: int) -> torch.Tensor:
-        """(B, T) signed contribution of each final token state to output ``target``.
+    def _norm_states(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
+        """Layer-norm the final token states of `encode`'s states; embeddings are read as they are."""
+        d = self.cfg.dim
+        z = self.norm(h[..., :d]) if lrp is None else rules.layer_norm(self.norm, h[..., :d])
+        return torch.cat([z, h[..., d:]], dim=-1) if h.shape[-1] > d else z
 
-        The readout is linear in the layer-normed states z_t, so y_k = b_k + sum_t c_t exactly,
-        with c_t = z_t . dy_k/dz_t. For the default [CLS] readout only c_0 is non-zero.
+    def readout_parts(self, h: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) signed contributions to output ``target`` of each token's final state and of its
+        embedding (zero unless the readout is "spatial_embed").
+
+        The readout is linear in the layer-normed states z_t (and the embeddings e_t), so
+        y_k = b_k + sum_t (c_t + c'_t) exactly, with c_t = z_t . dy_k/dz_t and c'_t = e_t . dy_k/de_t.
+        For the default [CLS] readout only c_0 is non-zero.
         """
         self._check_target(target)
+        d = self.cfg.dim
         with torch.enable_grad():
-            z = self.norm(h.detach()).detach().requires_grad_(True)
+            z = self._norm_states(h.detach()).detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self._readout_normed(z)[:, target].sum(), z)
-        return (z * g).sum(-1).detach()
+        zg = (z * g).detach()
+        return zg[..., :d].sum(-1), zg[..., d:].sum(-1)
 
-    def readout_shares(self, h: torch.Tensor, target: int) -> torch.Tensor:
-        """(B, T) share |c_t| / sum |c| of output ``target`` read from each final token state
-        (`readout_contributions`): exactly 1 at [CLS] for the default readout, so the
-        attention-family explanations that weight attention rows by it reduce to the [CLS] row."""
+    def readout_contributions(self, h: torch.Tensor, target: int) -> torch.Tensor:
+        """(B, T) signed contribution of each token to output ``target`` (`readout_parts`, summed)."""
+        c, ce = self.readout_parts(h, target)
+        return c + ce
+
+    def readout_shares(self, h: torch.Tensor, target: int, *, split: bool = False):
+        """(B, T) share (|c_t| + |c'_t|) / sum of output ``target`` read at each token
+        (`readout_parts`): exactly 1 at [CLS] for the default readout, so the attention-family
+        explanations that weight attention rows by it reduce to the [CLS] row. With ``split``,
+        the two parts (final states, embeddings) separately; they add up to the shares."""
         if self.cfg.readout == "cls":
             self._check_target(target)
             r = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device)
             r[:, 0] = 1.0
-            return r
-        c = self.readout_contributions(h, target).abs()
-        return c / c.sum(-1, keepdim=True).clamp_min(1e-12)
+            return (r, torch.zeros_like(r)) if split else r
+        c, ce = (p.abs() for p in self.readout_parts(h, target))
+        total = (c + ce).sum(-1, keepdim=True).clamp_min(1e-12)
+        return (c / total, ce / total) if split else (c + ce) / total
 
     def _check_target(self, target) -> None:
         if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < self.cfg.n_outputs:
@@ -266,15 +297,19 @@ class ViTRegressor(nn.Module):
             return self.head(z[:, 0])
         if mode == "tokens":
             return self.head(z[:, 1:].flatten(1))
-        if mode == "spatial":
-            return self.head(z[:, 0]) + torch.einsum("btd,kd,kt->bk", z[:, 1:], self.read_what, self.read_where)
+        if mode in SPATIAL:
+            d = self.cfg.dim
+            y = self.head(z[:, 0, :d]) + torch.einsum("btd,kd,kt->bk", z[:, 1:, :d], self.read_what, self.read_where)
+            if mode == "spatial_embed":
+                y = y + torch.einsum("btd,kd,kt->bk", z[:, 1:, d:], self.read_embed, self.read_where)
+            return y
         pooled = torch.einsum("btd,kmt->bkmd", z[:, 1:], self.pool_logits.softmax(-1))
         return self.head(z[:, 0]) + (pooled * self.pool_what).sum((-1, -2))
 
     def forward(self, x: torch.Tensor, *, return_attention: bool = False, return_states: bool = False,
                 lrp: str | None = None):
         """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer, and with
-        ``return_states`` (needs ``return_attention``) the final token states (B, T, dim) after it.
+        ``return_states`` (needs ``return_attention``) the states the readout reads after it (`encode`).
 
         ``lrp`` (``"attnlrp"`` or ``"cp"``, eval mode) gives the same values with the
         relevance-propagating backward of `structattn.nets.lrp`.
