@@ -88,7 +88,10 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # round 9: the spatial readout also reads each token's embedding (before the blocks) through the
     # same weighting, a linear path for rules linear in the pixels (ridge probes: 0.91 on the token
     # embeddings against 0.74 on the final states, PTO_Funakubo0003, bench/probe_extrapolation.py)
+    # (spatial_embed and embed_logmse_freeze20 ran with the first version of the readout, whose linear path
+    # shared the final states' token weighting: commit d0978c2; `spatial_embed_own` is today's readout)
     "spatial_embed": ({"stem": 16, "readout": "spatial_embed"}, {"weight_decay": 0.3, "buffer": 8}),
+    "spatial_embed_own": ({"stem": 16, "readout": "spatial_embed"}, {"weight_decay": 0.3, "buffer": 8}),
     # the same readout with round 7's training (log_mse, per-target patience 20): on PTO_Funakubo0001
     # spatial_embed alone stopped at best epoch 14 by the summed validation MSE, as `spatial` had at 8
     "embed_logmse_freeze20": ({"stem": 16, "readout": "spatial_embed"},

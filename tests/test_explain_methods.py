@@ -218,8 +218,9 @@ def test_embedding_readout_is_a_linear_path_that_maps_to_the_token_itself():
     with torch.no_grad():
         m.head.weight.zero_()
         m.read_what.zero_()
-        m.read_where.zero_()
-        m.read_where[1, j] = 1.0
+        m.read_where.fill_(1.0)  # the final states' weighting reads everywhere, through a zero vector
+        m.read_embed_where.zero_()
+        m.read_embed_where[1, j] = 1.0
         m.read_embed.normal_()
     a, b = torch.randn(2, 3, 1, 16, 16)
     with torch.no_grad():

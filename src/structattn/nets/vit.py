@@ -50,9 +50,10 @@ class ViTConfig:
     #   "pool"    that head plus, per output, `pool_maps` softmax maps over the tokens (position-only
     #             attention pooling), each read through its own feature vector;
     #   "tokens"  one linear map of all final patch-token states (flattened, like the CNN's dense head);
-    #   "spatial_embed" "spatial" plus, through the same weighting, each token's embedding before the
-    #             blocks, y_k += sum_t s_kt (u_k . e_t): a linear path (the blocks and their LayerNorms lose
-    #             the scale a rule linear in the pixels needs outside the training range; round 9).
+    #   "spatial_embed" "spatial" plus, through a second learned weighting s'_k, each token's embedding
+    #             before the blocks, y_k += sum_t s'_kt (u_k . e_t): a linear path (the blocks and their
+    #             LayerNorms lose the scale a rule linear in the pixels needs outside the training range;
+    #             docs/training.md, round 9).
     readout: str = "cls"
     pool_maps: int = 4
 
@@ -184,7 +185,10 @@ class ViTRegressor(nn.Module):
             self.read_where = nn.Parameter(torch.full((cfg.n_outputs, cfg.grid**2), 1.0 / cfg.grid**2))
             self.read_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
             nn.init.trunc_normal_(self.read_what, std=0.02)
-        if cfg.readout == "spatial_embed":  # and sum_t s_kt (u_k . e_t) on the embeddings: K x dim more
+        if cfg.readout == "spatial_embed":  # and sum_t s'_kt (u_k . e_t) on the embeddings: K x (T-1) + K x dim more
+            # its own weighting: shared with the final states' (round 9's first version), a nonlinear rule's
+            # deep read and its linear path pulled one weighting apart (product, docs/training.md)
+            self.read_embed_where = nn.Parameter(torch.full((cfg.n_outputs, cfg.grid**2), 1.0 / cfg.grid**2))
             self.read_embed = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
             nn.init.trunc_normal_(self.read_embed, std=0.02)
         if cfg.readout == "pool":  # logits of K x M softmax maps over the patch tokens, and their read-out vectors
@@ -301,7 +305,7 @@ class ViTRegressor(nn.Module):
             d = self.cfg.dim
             y = self.head(z[:, 0, :d]) + torch.einsum("btd,kd,kt->bk", z[:, 1:, :d], self.read_what, self.read_where)
             if mode == "spatial_embed":
-                y = y + torch.einsum("btd,kd,kt->bk", z[:, 1:, d:], self.read_embed, self.read_where)
+                y = y + torch.einsum("btd,kd,kt->bk", z[:, 1:, d:], self.read_embed, self.read_embed_where)
             return y
         pooled = torch.einsum("btd,kmt->bkmd", z[:, 1:], self.pool_logits.softmax(-1))
         return self.head(z[:, 0]) + (pooled * self.pool_what).sum((-1, -2))
