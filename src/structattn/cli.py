@@ -86,7 +86,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--readout", default=d.readout, choices=READOUTS,
                    help=f"what the outputs read: spatial (the final [CLS] state and a learned weighting of the "
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), spatial_embed (spatial, "
-                        f"and through the same weighting each token's embedding before the blocks: a linear path), "
+                        f"and through a second weighting each token's embedding before the blocks: a linear path), "
                         f"tokens, pool (default {d.readout}; see docs/training.md)")
     p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
