@@ -19,7 +19,9 @@ from structattn.explain import (
     make_explainer,
     rollout,
 )
+from structattn.explain.base import linear_path_share
 from structattn.explain.gradattn import gradattn_relevance
+from structattn.report.explain_section import linear_path_note
 from structattn.nets.vit import ViTConfig, ViTRegressor
 
 
@@ -233,6 +235,17 @@ def test_embedding_readout_is_a_linear_path_that_maps_to_the_token_itself():
     for ex in (AttentionExplainer(m), RolloutExplainer(m), GradAttnExplainer(m)):
         tok = ex.attribute(a, target=1)[:, ::4, ::4].reshape(3, -1)
         assert torch.all(tok.argmax(-1) == j), (ex.name, tok.argmax(-1))
+    # the run records how much of each output passes no attention: all of output 1 here; none of a
+    # model whose embeddings' vectors are zero; no figure at all for a readout without the path
+    assert linear_path_share(m, a, 1) == pytest.approx(1.0)
+    with torch.no_grad():
+        m.read_what.normal_()
+        m.read_embed.zero_()
+    assert linear_path_share(m, a, 1) == pytest.approx(0.0)
+    assert linear_path_share(ViTRegressor(ViTConfig(in_channels=1, window=16, patch=4, readout="spatial")), a, 0) is None
+    note = linear_path_note({"linear_path_share": {"amp_corner": 0.8}}, "amp_corner")
+    assert "80% of what the ViT reads for amp_corner" in note and "passes no attention" in note
+    assert linear_path_note({"linear_path_share": {"amp_corner": 0.8}}, "threshold") == linear_path_note({}, "x") == ""
 
 
 def test_readout_names_the_choices():

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from .data.patches import extract_patches
 from .data.truth import truth_masks, truth_within
 from .evaluate import evaluate_methods, scores_for_json
 from .explain import EXPLAINERS
+from .explain.base import linear_path_share
 from .points import check_points_spec, choose_points
 from .runfolder import RunFolder, write_explanations
 
@@ -101,6 +103,8 @@ def explain_run(
         trained.model, x, methods=names, targets=list(range(len(targets))), target_names=targets,
         masks=masks or None, within=within or None, options=options, seed=seed, on_step=on_step,
     )
+    linear = {t: v for k, t in enumerate(targets)
+              if (v := linear_path_share(trained.model, torch.as_tensor(x), k)) is not None}
     attrs = {"window": window, "patch": trained.model.cfg.patch, "pad_mode": trained.pad_mode}
     if not stream:
         by_method = {m: {t: maps[t][m] for t in targets} for m in list(names) + ["centre"]}
@@ -127,6 +131,8 @@ def explain_run(
         "ranking": "|attribution|",
         "scores": scores_for_json(scores),
     }
+    if linear:  # --readout spatial_embed: how much of each output passes no attention
+        section["linear_path_share"] = linear
     # keep what `run` already recorded there (e.g. its n_points, seconds_per_point)
     rf.update_metrics(explanations={**rf.metrics.get("explanations", {}), **section})
     return section

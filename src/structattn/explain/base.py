@@ -49,6 +49,27 @@ def read_rows(model: nn.Module, h: torch.Tensor, mats: torch.Tensor, target: int
     return (rows + r_embed)[..., 1:]
 
 
+def linear_path_share(model: nn.Module, x: torch.Tensor, target: int, *, batch: int = 256) -> float | None:
+    """Mean share, over the points ``x`` (B, C, w, w), of what output ``target`` reads from the
+    tokens' embeddings (the "spatial_embed" readout's linear path, which passes no attention):
+    sum_t |c'_t| / sum_t (|c_t| + |c'_t|) per point (`ViTRegressor.readout_parts`). None for the
+    other readouts, which have no such path."""
+    if getattr(getattr(model, "cfg", None), "readout", None) != "spatial_embed":
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        shares, device = [], next(model.parameters()).device
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                h, _ = model.encode(x[i:i + batch].to(device))
+                _, r_embed = model.readout_shares(h, target, split=True)
+                shares.append(r_embed.sum(-1))
+        return float(torch.cat(shares).mean()) if shares else None
+    finally:
+        model.train(was_training)
+
+
 class Explainer:
     """Base class: ``attribute(patches, target=k) -> (B, w, w)``.
 

@@ -64,6 +64,19 @@ def _target_table(target: str, target_scores: dict, ranked: list[dict]) -> str:
     return table_html(header, rows)
 
 
+def linear_path_note(section: dict, target: str) -> str:
+    """For a model with the linear path (`--readout spatial_embed`): how much of the target's
+    output passes no attention, and what that means for the attention family (escaped HTML);
+    empty otherwise."""
+    share = section.get("linear_path_share", {}).get(target)
+    if share is None:
+        return ""
+    return (f"<p class='note'>{share:.0%} of what the ViT reads for {html.escape(target)} comes from the tokens' "
+            "embeddings (the linear path of <code>--readout spatial_embed</code>), the rest from their final "
+            "states. The linear part passes no attention: attention, rollout and gradattn place it on the tokens "
+            "it is read from; AttnLRP, SHAP, IG and occlusion explain both parts.</p>")
+
+
 def _method_order(ranked: list[dict], listed: list[str], maps: dict, target: str) -> list[str]:
     """Map columns: ranked methods (most faithful first), any others explained, the centre prior last."""
     order = [r["method"] for r in ranked] + [m for m in listed if m != "centre"] + ["centre"]
@@ -96,7 +109,7 @@ def explanations_compared(ctx) -> str | None:
         parts.append(f"<h3>{html.escape(target)}</h3>")
         if target in unlearned:  # before anything about its explanations
             parts.append(not_learned_warning(target, unlearned[target]))
-        parts.append(_best_line(per, ranked) + _target_table(target, per, ranked))
+        parts.append(_best_line(per, ranked) + linear_path_note(section, target) + _target_table(target, per, ranked))
         methods = _method_order(ranked, list(section.get("methods", [])), maps, target) if img is not None else []
         if not methods:
             continue
