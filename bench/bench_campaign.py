@@ -17,6 +17,11 @@ random 5 % of the pool and adds K = 5 % of the pool per round, up to 50 %, chose
   textures (``VALIDATION``), and on the benchmark only if it beats ``uncertainty`` there (it did not);
 * ``lcmd``: the K picks by LCMD (`select_lcmd`, the same paper), representative and diverse in
   that feature space, no uncertainty; held-out textures only, for the same reason;
+* ``density``: information density (Settles & Craven 2008): the uncertainty score times each
+  candidate's mean RBF similarity to the whole pool on the 20 PCA components below (length scale
+  the median pairwise distance, exponent 1), so outlying patches, where an ensemble disagrees
+  most but which teach least about the rest, weigh less; spread as ``uncertainty``; held-out
+  textures first;
 * ``gp_uncertainty`` and ``gp_random``: the usual choice in automated microscopy, a Gaussian
   process (scikit-learn, constant x RBF + white noise, hyper-parameters by marginal likelihood)
   on a 20-component PCA of the patches (fitted on the pool's patches), choosing by its own
@@ -70,7 +75,7 @@ DATASETS = {
     "semi_Funakubo0004": (f"semisynthetic:image={DATA / 'pto_pfm_images' / 'PTO_Funakubo0004.h5'},"
                           "rules=amp_corner+threshold+wall_density", None, "amp_corner=max"),
 }
-STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random", "maxdet", "lcmd")
+STRATEGIES = ("uncertainty", "ei", "random", "grid", "gp_uncertainty", "gp_random", "maxdet", "lcmd", "density")
 # Textures held out from the benchmark, on which a new strategy is checked before it runs on it.
 VALIDATION = {
     f"semi_Funakubo000{i}": (f"semisynthetic:image={DATA / 'pto_pfm_images' / f'PTO_Funakubo000{i}.h5'},"
@@ -204,6 +209,17 @@ def select_lcmd(measured: np.ndarray, candidates: np.ndarray, *, n: int) -> np.n
     return np.array(picked, int)
 
 
+def pool_density(feats: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """(N,) each point's mean RBF similarity to the pool's points in feature space (length scale: the
+    median pairwise distance within the pool), the "information density" of Settles & Craven (2008)."""
+    f = np.asarray(feats, np.float64)
+    fp = f[pool]
+    sq = (f**2).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[pool][None] - 2 * f @ fp.T, 0.0)  # (N, pool)
+    ell2 = np.median(d2[pool][:, :]) + 1e-12
+    return np.exp(-d2 / (2 * ell2)).mean(1)
+
+
 def pick_spread(positions, cand, score, k, min_distance):
     from structattn.acquire import select_spread
 
@@ -245,6 +261,7 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
     feats /= feats[pool].std(0)
     rng0 = np.random.default_rng(seed)
     start = rng0.choice(pool, size=n0, replace=False)
+    density = pool_density(feats, pool) if "density" in strategies else None
     out = {"dataset": name, "seed": seed, "targets": names, "goal": ALL[name][2], "n_pool": int(n_pool),
            "n_test": int(len(test)), "k": k, "window": geo["window"], "spacing_px": spacing,
            "learner": f"deep ensemble of {MEMBERS} small CNNs, 20 epochs (200-800 steps) from scratch each round",
@@ -293,6 +310,8 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
                     score = expected_improvement(mu[:, gk], sd[:, gk], goal=goal, best=best)
                 else:
                     score = uncertainty_score(sd, scale)
+                if strat == "density":
+                    score = score * density[cand]
                 new = pick_spread(pos, cand, score, k, min_distance)
             measured.extend(int(i) for i in new)
         out["strategies"][strat] = {"curve": curve, "seconds": time.perf_counter() - t0}
