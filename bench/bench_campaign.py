@@ -359,7 +359,8 @@ def summary() -> None:
     result = {"setup": {"start": START, "step": STEP, "stop": STOP, "members": MEMBERS, "strategies": STRATEGIES,
                         "doc": __doc__.split("\n\n")[0]}, "datasets": {}}
     styles = {"uncertainty": ("#c0392b", "-"), "ei": ("#8e44ad", "-."), "random": ("#333333", "--"),
-              "grid": ("#2471a3", ":"), "gp_uncertainty": ("#27ae60", "-"), "gp_random": ("#27ae60", "--")}
+              "grid": ("#2471a3", ":"), "gp_uncertainty": ("#27ae60", "-"), "gp_random": ("#27ae60", "--"),
+              "density": ("#e67e22", "-")}
     fig, axes = plt.subplots(2, len(by), figsize=(4.6 * len(by), 7.2), squeeze=False)
     for col, (name, runs) in enumerate(by.items()):
         acc = acceptance(runs)
