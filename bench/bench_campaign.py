@@ -210,14 +210,11 @@ def select_lcmd(measured: np.ndarray, candidates: np.ndarray, *, n: int) -> np.n
 
 
 def pool_density(feats: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """(N,) each point's mean RBF similarity to the pool's points in feature space (length scale: the
-    median pairwise distance within the pool), the "information density" of Settles & Craven (2008)."""
-    f = np.asarray(feats, np.float64)
-    fp = f[pool]
-    sq = (f**2).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[pool][None] - 2 * f @ fp.T, 0.0)  # (N, pool)
-    ell2 = np.median(d2[pool][:, :]) + 1e-12
-    return np.exp(-d2 / (2 * ell2)).mean(1)
+    """(N,) each point's mean RBF similarity to the pool's points in feature space
+    (`structattn.acquire.information_density`, Settles & Craven 2008; `structattn suggest --density`)."""
+    from structattn.acquire import information_density
+
+    return information_density(feats, feats[pool])
 
 
 def pick_spread(positions, cand, score, k, min_distance):

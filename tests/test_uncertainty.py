@@ -9,11 +9,13 @@ import h5py
 import numpy as np
 import pytest
 
-from structattn.acquire import Goal, expected_improvement, far_from, parse_goal, select_maxdet, select_spread
+from structattn.acquire import (Goal, expected_improvement, far_from, information_density, parse_goal, patch_density,
+                               select_maxdet, select_spread, uncertainty_score)
 from structattn.cli import main
 from structattn.maps import predict_dense
 from structattn.scale.predict import predict_points
 from structattn.runfolder import RunFolder
+from structattn.suggest import suggest
 from structattn.train.uncertainty import (Calibration, conformal_quantiles, coverage, fit_calibration,
                                           interval_coverage, reliability)
 
@@ -253,6 +255,47 @@ def test_suggest_picks_spread_unmeasured_positions(small_run, tmp_path):
     assert main(["suggest", str(small_run.out), "--n", "5", "--out", str(out2), "--goal", "imprint=0",
                  "--no-figure"]) == 0
     assert len(_rows(out2)) == 5 and all(float(r["score"]) >= 0 for r in _rows(out2))
+
+
+def test_information_density_matches_its_definition_and_ranks_an_outlier_last():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(40, 3))
+    f = np.vstack([rng.normal(size=(5, 3)), [[8.0, 8.0, 8.0]]])
+    d2 = ((ref[:, None] - ref[None]) ** 2).sum(-1)  # the definition, pair by pair
+    want = np.exp(-((f[:, None] - ref[None]) ** 2).sum(-1) / (2 * np.median(d2))).mean(1)
+    np.testing.assert_allclose(information_density(f, ref, batch=2), want, rtol=1e-10)
+    assert information_density(f, ref).argmin() == 5
+    with pytest.raises(ValueError, match="features, reference"):
+        information_density(f[:, :2], ref)
+
+
+def test_patch_density_weighs_down_a_patch_unlike_the_rest():
+    from structattn.scale import PatchSource
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(1, 96, 96)).astype(np.float32)
+    image[:, 8:24, 8:24] += 6.0  # one bright square, unlike the rest of the image
+    pos = np.array([[r, c] for r in range(16, 96, 8) for c in range(16, 96, 8)] + [[16, 16]], float)
+    src = PatchSource(image, pos, window=16, mean=image.mean((1, 2)), std=image.std((1, 2)))
+    dens = patch_density(src, np.arange(len(pos)), np.arange(len(pos) - 1))
+    assert dens.argmin() in (0, len(pos) - 1)  # the patch on the square (it appears twice)
+    assert dens[len(pos) - 1] < 0.5 * np.median(dens)
+
+
+def test_suggest_weighs_uncertainty_by_density(small_run, tmp_path):
+    plain, dense = tmp_path / "u.csv", tmp_path / "d.csv"
+    assert main(["suggest", str(small_run.out), "--n", "6", "--out", str(plain), "--no-figure"]) == 0
+    res = suggest(small_run.out, n=6, out=dense, figure=False, density=True)
+    assert "information density" in res.acquisition
+    rows = _rows(dense)
+    # each score is the uncertainty (the same ensemble, read from the std columns) times a density in (0, 1]
+    run = RunFolder(small_run.out)
+    scale = np.maximum(np.nanstd(run.predictions["y_true"], axis=0), 1e-12)
+    std = np.array([[float(r[f"std_{t}"]) for t in TARGETS] for r in rows])
+    ratio = np.array([float(r["score"]) for r in rows]) / uncertainty_score(std, scale)
+    assert np.all(ratio > 0) and np.all(ratio <= 1 + 1e-4) and np.ptp(ratio) > 1e-3
+    assert main(["suggest", str(small_run.out), "--n", "3", "--out", str(tmp_path / "g.csv"), "--goal",
+                 "imprint=0", "--density"]) == 2
 
 
 def test_predict_and_suggest_errors_are_one_line(small_run, tmp_path, capsys):

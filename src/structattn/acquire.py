@@ -116,6 +116,64 @@ def uncertainty_score(std: np.ndarray, scale: np.ndarray, *, target: int | None 
     return z[:, target] if target is not None else np.sqrt(np.mean(z**2, axis=1))
 
 
+def information_density(features: np.ndarray, reference: np.ndarray, *, batch: int = 4096) -> np.ndarray:
+    """(N,) each row of `features` (N, D): its mean RBF similarity to the rows of `reference` (M, D).
+
+    The "information density" of Settles & Craven (2008): multiplying an uncertainty score by it
+    weighs down outlying inputs, where an ensemble disagrees most but which say least about the
+    rest. Length scale: l² = the median squared distance over all pairs of reference rows (the
+    median heuristic). Memory: (batch, M) at a time.
+
+    Example:
+        >>> f = np.array([[0.0], [0.1], [-0.1], [5.0]])
+        >>> d = information_density(f, f)
+        >>> int(d.argmin()), bool(d.min() > 0)
+        (3, True)
+    """
+    f = np.asarray(features, np.float64)
+    r = np.asarray(reference, np.float64)
+    if f.ndim != 2 or r.ndim != 2 or f.shape[1] != r.shape[1] or len(r) < 2:
+        raise ValueError(f"features, reference: expected (N, D) and (M >= 2, D) arrays, got {f.shape} and {r.shape}")
+    sq_r = (r**2).sum(1)
+
+    def d2(a: np.ndarray) -> np.ndarray:
+        return np.maximum((a**2).sum(1)[:, None] + sq_r[None] - 2 * a @ r.T, 0.0)
+
+    ell2 = float(np.median(d2(r))) or 1.0  # every reference row alike: any scale ranks alike
+    return np.concatenate([np.exp(-d2(f[i:i + batch]) / (2 * ell2)).mean(1) for i in range(0, len(f), batch)])
+
+
+DENSITY_COMPONENTS = 20  # PCA components of the patches (as the campaign benchmark's GP baseline)
+DENSITY_REFERENCE = 2000  # at most this many reference patches (memory and time bounded)
+
+
+def patch_density(source, candidates: np.ndarray, reference: np.ndarray, *, batch: int = 256,
+                  seed: int = 0) -> np.ndarray:
+    """(len(candidates),) `information_density` of the candidates' patches among the reference ones.
+
+    Features: the first `DENSITY_COMPONENTS` principal components (scikit-learn PCA, fitted on at
+    most `DENSITY_REFERENCE` reference patches) of the standardised, flattened patches, each
+    component scaled to unit std over the reference, as `bench/bench_campaign.py` does.
+
+    Args:
+        source: a `structattn.scale.PatchSource` (standardised patches, cut on demand).
+        candidates, reference: indices into `source`.
+    """
+    from sklearn.decomposition import PCA
+
+    candidates = np.asarray(candidates, np.int64)
+    reference = np.asarray(reference, np.int64)
+    if len(reference) > DENSITY_REFERENCE:
+        reference = np.sort(np.random.default_rng(seed).choice(reference, DENSITY_REFERENCE, replace=False))
+    ref = source.take(reference).reshape(len(reference), -1)
+    pca = PCA(n_components=min(DENSITY_COMPONENTS, *ref.shape), random_state=seed).fit(ref)
+    fr = pca.transform(ref)
+    sd = np.maximum(fr.std(0), 1e-12)
+    fc = np.concatenate([pca.transform(source.take(candidates[i:i + batch]).reshape(len(candidates[i:i + batch]), -1))
+                         for i in range(0, len(candidates), batch)]) / sd
+    return information_density(fc, fr / sd)
+
+
 def far_from(candidates: np.ndarray, points: np.ndarray, radius: float) -> np.ndarray:
     """(N,) bool: candidates (N, 2) at least `radius` px from every one of `points` (M, 2)."""
     if len(points) == 0 or radius <= 0:

@@ -465,6 +465,9 @@ def _add_suggest(p):
     p.add_argument("--batch", type=int, default=256, help="positions predicted at a time (default 256)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
+    p.add_argument("--density", action="store_true",
+                   help="without --goal: weigh the uncertainty by each patch's information density among the image's "
+                        "patches, so outlying patches rank lower (best in the simulated campaigns; docs/uncertainty.md)")
 
 
 def cmd_suggest(args) -> int:
@@ -472,7 +475,7 @@ def cmd_suggest(args) -> int:
 
     res = suggest(args.run, n=args.n, out=args.out, goal=args.goal, target=args.target, step=args.step,
                   exclude=args.exclude, min_distance=args.min_distance, batch=args.batch, overwrite=args.overwrite,
-                  figure=not args.no_figure)
+                  figure=not args.no_figure, density=args.density)
     console.print(Text(f"ranked {res.n_candidates} unmeasured positions by {res.acquisition}"), soft_wrap=True)
     for k, ((r, c), s) in enumerate(zip(res.positions[:5], res.scores[:5]), start=1):
         console.print(Text(f"  {k}. row {r:.0f}, col {c:.0f}: score {s:.3g}"), soft_wrap=True)

@@ -4,7 +4,9 @@ Candidates lie on a grid every `step` px over the run's structure image; those c
 `exclude` px to a measured point are dropped. The run's deep ensemble predicts every target
 and its calibrated std at each candidate (batch by batch, `structattn.maps`), an acquisition
 function scores them (`structattn.acquire`: the uncertainty, or the expected improvement
-toward a goal), and `select_spread` picks K of them at least `min_distance` px apart.
+toward a goal; with ``density`` the uncertainty times each patch's information density among the
+image's patches, which measured best in the simulated campaigns), and `select_spread` picks K of
+them at least `min_distance` px apart.
 
 next.csv columns: rank, row, col (pixels, as `positions`), x_m, y_m (metres from pixel (0, 0):
 x = col * pixel size, y = row * pixel size; empty when the scan size is unknown), score, then
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .acquire import Goal, expected_improvement, far_from, parse_goal, select_spread, uncertainty_score
+from .acquire import Goal, expected_improvement, far_from, parse_goal, patch_density, select_spread, uncertainty_score
 
 
 @dataclass
@@ -58,6 +60,7 @@ def suggest(
     batch: int = 256,
     overwrite: bool = False,
     figure: bool = True,
+    density: bool = False,
 ) -> Suggestion:
     """Rank unmeasured positions of a run's image and write the best `n` (see module doc).
 
@@ -73,6 +76,10 @@ def suggest(
             the spacing, >= 1 px).
         min_distance: suggested positions at least this far apart (default: twice the spacing).
         batch: positions predicted at a time (bounds memory).
+        density: weigh the uncertainty by each candidate patch's information density
+            (`structattn.acquire.patch_density`, among the measured and candidate patches), so
+            outlying patches, where the ensemble disagrees most but which teach least about the
+            rest, rank lower (docs/uncertainty.md). Not with a goal.
     """
     from .maps import grid_axes
     from .scale.predict import predict_points
@@ -91,6 +98,8 @@ def suggest(
     g: Goal | None = parse_goal(goal, names) if goal is not None else None
     if target is not None and g is not None:
         raise ValueError("--target: ranks by one target's uncertainty; with --goal the goal names the target")
+    if density and g is not None:
+        raise ValueError("--density: weighs the uncertainty; with --goal the expected improvement ranks")
     if target is not None and target not in names:
         raise ValueError(f"--target: unknown target {target!r}; this run's targets are {', '.join(names)}")
     if len(members) < 2:
@@ -128,6 +137,15 @@ def suggest(
         scale = np.maximum(np.nanstd(y, axis=0), 1e-12)
         score = uncertainty_score(std, scale, target=None if target is None else names.index(target))
         what = ("uncertainty of " + (target if target else "every target (RMS of std / measured spread)"))
+        if density:
+            from .scale import PatchSource
+
+            m0 = members[0]
+            src = PatchSource(sample.image, np.concatenate([sample.positions, cand]), window=int(cfg["window"]),
+                              pad_mode=cfg["pad_mode"], mean=m0.channel_mean, std=m0.channel_std)
+            score = score * patch_density(src, np.arange(len(cand)) + len(sample.positions), np.arange(len(src)),
+                                          batch=batch)
+            what += ", weighted by information density"
     picks = select_spread(cand, score, n=n, min_distance=min_distance)
     px = sample.pixel_size
     buf = io.StringIO()
