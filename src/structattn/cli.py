@@ -467,7 +467,8 @@ def _add_suggest(p):
     p.add_argument("--no-figure", action="store_true", help="write no .png beside --out")
     p.add_argument("--density", action="store_true",
                    help="without --goal: weigh the uncertainty by each patch's information density among the image's "
-                        "patches, so outlying patches rank lower (best in the simulated campaigns; docs/uncertainty.md)")
+                        "patches, so outlying patches rank lower (in the simulated campaigns better than plain uncertainty on two of "
+                        "four textures, worse on two; docs/uncertainty.md)")
 
 
 def cmd_suggest(args) -> int:
