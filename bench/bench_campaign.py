@@ -18,8 +18,8 @@ random 5 % of the pool and adds K = 5 % of the pool per round, up to 50 %, chose
 * ``lcmd``: the K picks by LCMD (`select_lcmd`, the same paper), representative and diverse in
   that feature space, no uncertainty; held-out textures only, for the same reason;
 * ``density``: information density (Settles & Craven 2008): the uncertainty score times each
-  candidate's mean RBF similarity to the whole pool on the 20 PCA components below (length scale
-  the median pairwise distance, exponent 1), so outlying patches, where an ensemble disagrees
+  candidate's mean RBF similarity to the whole pool on the 20 PCA components below (squared length scale
+  the median squared pairwise distance, exponent 1), so outlying patches, where an ensemble disagrees
   most but which teach least about the rest, weigh less; spread as ``uncertainty``; held-out
   textures first;
 * ``gp_uncertainty`` and ``gp_random``: the usual choice in automated microscopy, a Gaussian
