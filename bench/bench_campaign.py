@@ -209,14 +209,6 @@ def select_lcmd(measured: np.ndarray, candidates: np.ndarray, *, n: int) -> np.n
     return np.array(picked, int)
 
 
-def pool_density(feats: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """(N,) each point's mean RBF similarity to the pool's points in feature space
-    (`structattn.acquire.information_density`, Settles & Craven 2008; `structattn suggest --density`)."""
-    from structattn.acquire import information_density
-
-    return information_density(feats, feats[pool])
-
-
 def pick_spread(positions, cand, score, k, min_distance):
     from structattn.acquire import select_spread
 
@@ -231,7 +223,8 @@ def pick_spread(positions, cand, score, k, min_distance):
 def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES) -> dict:
     import torch
 
-    from structattn.acquire import expected_improvement, parse_goal, select_maxdet, uncertainty_score
+    from structattn.acquire import (expected_improvement, information_density, parse_goal, select_maxdet,
+                                    uncertainty_score)
     from structattn.train.metrics import regression_scores
 
     torch.set_num_threads(int(os.environ.get("CAMPAIGN_THREADS", "1")))
@@ -258,7 +251,8 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
     feats /= feats[pool].std(0)
     rng0 = np.random.default_rng(seed)
     start = rng0.choice(pool, size=n0, replace=False)
-    density = pool_density(feats, pool) if "density" in strategies else None
+    # information density of every point among the pool's (Settles & Craven 2008; suggest --density)
+    density = information_density(feats, feats[pool]) if "density" in strategies else None
     out = {"dataset": name, "seed": seed, "targets": names, "goal": ALL[name][2], "n_pool": int(n_pool),
            "n_test": int(len(test)), "k": k, "window": geo["window"], "spacing_px": spacing,
            "learner": f"deep ensemble of {MEMBERS} small CNNs, 20 epochs (200-800 steps) from scratch each round",

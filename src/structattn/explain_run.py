@@ -18,7 +18,7 @@ from .data.patches import extract_patches
 from .data.truth import truth_masks, truth_within
 from .evaluate import evaluate_methods, scores_for_json
 from .explain import EXPLAINERS
-from .explain.base import linear_path_share
+from .explain.base import linear_path_shares
 from .points import check_points_spec, choose_points
 from .runfolder import RunFolder, write_explanations
 
@@ -103,8 +103,8 @@ def explain_run(
         trained.model, x, methods=names, targets=list(range(len(targets))), target_names=targets,
         masks=masks or None, within=within or None, options=options, seed=seed, on_step=on_step,
     )
-    linear = {t: v for k, t in enumerate(targets)
-              if (v := linear_path_share(trained.model, torch.as_tensor(x), k)) is not None}
+    shares = linear_path_shares(trained.model, torch.as_tensor(x), range(len(targets)))
+    linear = {} if shares is None else dict(zip(targets, shares))
     attrs = {"window": window, "patch": trained.model.cfg.patch, "pad_mode": trained.pad_mode}
     if not stream:
         by_method = {m: {t: maps[t][m] for t in targets} for m in list(names) + ["centre"]}

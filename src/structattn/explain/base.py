@@ -49,25 +49,33 @@ def read_rows(model: nn.Module, h: torch.Tensor, mats: torch.Tensor, target: int
     return (rows + r_embed)[..., 1:]
 
 
-def linear_path_share(model: nn.Module, x: torch.Tensor, target: int, *, batch: int = 256) -> float | None:
-    """Mean share, over the points ``x`` (B, C, w, w), of what output ``target`` reads from the
-    tokens' embeddings (the "spatial_embed" readout's linear path, which passes no attention):
-    sum_t |c'_t| / sum_t (|c_t| + |c'_t|) per point (`ViTRegressor.readout_parts`). None for the
-    other readouts, which have no such path."""
+def linear_path_shares(model: nn.Module, x: torch.Tensor, targets, *, batch: int = 256) -> list[float] | None:
+    """Per output in ``targets``, the mean share over the points ``x`` (B, C, w, w) of what it reads
+    from the tokens' embeddings (the "spatial_embed" readout's linear path, which passes no
+    attention): sum_t |c'_t| / sum_t (|c_t| + |c'_t|) per point (`ViTRegressor.readout_parts`).
+    One forward pass per batch serves every target. None for the other readouts, which have no
+    such path."""
     if getattr(getattr(model, "cfg", None), "readout", None) != "spatial_embed":
         return None
+    targets = list(targets)
     was_training = model.training
     model.eval()
     try:
-        shares, device = [], next(model.parameters()).device
+        sums, device = torch.zeros(len(targets)), next(model.parameters()).device
         with torch.no_grad():
             for i in range(0, len(x), batch):
                 h, _ = model.encode(x[i:i + batch].to(device))
-                _, r_embed = model.readout_shares(h, target, split=True)
-                shares.append(r_embed.sum(-1))
-        return float(torch.cat(shares).mean()) if shares else None
+                for j, k in enumerate(targets):
+                    sums[j] += model.readout_shares(h, k, split=True)[1].sum().cpu()
+        return [float(v) / len(x) for v in sums] if len(x) else None
     finally:
         model.train(was_training)
+
+
+def linear_path_share(model: nn.Module, x: torch.Tensor, target: int, *, batch: int = 256) -> float | None:
+    """`linear_path_shares` of one output."""
+    shares = linear_path_shares(model, x, [target], batch=batch)
+    return None if shares is None else shares[0]
 
 
 class Explainer:
