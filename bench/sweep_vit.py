@@ -96,6 +96,9 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # spatial_embed alone stopped at best epoch 14 by the summed validation MSE, as `spatial` had at 8
     "embed_logmse_freeze20": ({"stem": 16, "readout": "spatial_embed"},
                               {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse", "target_patience": 20}),
+    # round 10: a closed-form ridge base fixed under the ViT (ViTConfig.linear_base), kept per target where
+    # ridge's validation R² >= 0.5; the ViT learns what it leaves
+    "spatial_linbase": ({"stem": 16, "readout": "spatial", "linear_base": True}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 
@@ -129,6 +132,8 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
            "vit_val": r2(y[split.val], pred[split.val]).tolist(),
            "vit_test": r2(y[split.test], pred[split.test]).tolist(),
            "n": [len(split.train), len(split.val), len(split.test)]}
+    if "linear_base" in hist:
+        res["linear_base"] = hist["linear_base"]
     if baselines:
         t0 = time.perf_counter()
         b = fit_baselines(x, y, sample.positions, shape=sample.shape, train=split.train, val=split.val,

@@ -56,6 +56,10 @@ class ViTConfig:
     #             docs/training.md, round 9).
     readout: str = "cls"
     pool_maps: int = 4
+    # A fixed linear map of the pixels added to every output, y_k += a_k . x (a "spatial" or
+    # "spatial_embed" readout only). `set_linear_base` sets it (structattn.train.trainer fits it by
+    # ridge on the training patches before training); zero until then. docs/training.md, round 10.
+    linear_base: bool = False
 
     def __post_init__(self) -> None:
         if self.window % self.patch:
@@ -69,6 +73,8 @@ class ViTConfig:
             raise ValueError(f"readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.stem < 0:
             raise ValueError(f"stem: expected 0 (no conv stem) or a positive channel count, got {self.stem}")
+        if self.linear_base and self.readout not in SPATIAL:
+            raise ValueError(f"linear_base: needs a readout of {SPATIAL}, got readout={self.readout!r}")
 
     @property
     def grid(self) -> int:
@@ -191,6 +197,8 @@ class ViTRegressor(nn.Module):
             self.read_embed_where = nn.Parameter(torch.full((cfg.n_outputs, cfg.grid**2), 1.0 / cfg.grid**2))
             self.read_embed = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
             nn.init.trunc_normal_(self.read_embed, std=0.02)
+        if cfg.linear_base:  # fixed (not trained) coefficients per output and token: (K, T-1, C p p)
+            self.register_buffer("base_weight", torch.zeros(cfg.n_outputs, cfg.grid**2, cfg.in_channels * cfg.patch**2))
         if cfg.readout == "pool":  # logits of K x M softmax maps over the patch tokens, and their read-out vectors
             self.pool_logits = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.grid**2))
             self.pool_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.dim))
@@ -226,7 +234,8 @@ class ViTRegressor(nn.Module):
         of (B, H, T, T) with ``return_attention``, else of None).
 
         The states are the final token states (B, T, dim); for the "spatial_embed" readout they are
-        followed by each token's embedding before the blocks, (B, T, 2 dim).
+        followed by each token's embedding before the blocks, (B, T, 2 dim); with ``linear_base``
+        by each token's pixels (C p p values, zero for [CLS]), which the base reads.
         """
         rules.check_rule(lrp)
         if lrp is not None and self.training:
@@ -238,7 +247,36 @@ class ViTRegressor(nn.Module):
             weights.append(w)
         if self.cfg.readout == "spatial_embed":
             h = torch.cat([h, e], dim=-1)
+        if self.cfg.linear_base:
+            h = torch.cat([h, self._pixel_tokens(x)], dim=-1)
         return h, weights
+
+    def _pixel_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, w, w) -> (B, T, C p p): each token's pixels in the embedding's token order, a zero row
+        for [CLS]."""
+        b, c, g, p = len(x), self.cfg.in_channels, self.cfg.grid, self.cfg.patch
+        t = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p)
+        return torch.cat([t.new_zeros(b, 1, c * p * p), t], dim=1)
+
+    def set_linear_base(self, weight, bias) -> None:
+        """Fix the linear base: output k gains ``weight[k] . x`` (weight (K, C, w, w) on the model's
+        standardised input); ``bias`` (K,) is added to the output bias (the head's, which training
+        goes on to adjust)."""
+        cfg = self.cfg
+        if not cfg.linear_base:
+            raise ValueError("linear_base: this model was built without a linear base (ViTConfig.linear_base=False)")
+        w = torch.as_tensor(weight, dtype=self.base_weight.dtype)
+        want = (cfg.n_outputs, cfg.in_channels, cfg.window, cfg.window)
+        if tuple(w.shape) != want:
+            raise ValueError(f"weight: expected shape {want}, got {tuple(w.shape)}")
+        b = torch.as_tensor(bias, dtype=self.head.bias.dtype).reshape(-1)
+        if len(b) != cfg.n_outputs or not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise ValueError(f"bias: expected {cfg.n_outputs} finite values (and a finite weight), got {tuple(b.shape)}")
+        g, p = cfg.grid, cfg.patch
+        tok = w.reshape(cfg.n_outputs, cfg.in_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
+        with torch.no_grad():
+            self.base_weight.copy_(tok.reshape(cfg.n_outputs, g * g, -1))
+            self.head.bias.add_(b.to(self.head.bias.device))
 
     def readout(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
         """States from `encode` -> outputs (B, n_outputs); linear in the normed final states (and,
@@ -249,17 +287,19 @@ class ViTRegressor(nn.Module):
         return self._readout_normed(z)
 
     def _norm_states(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
-        """Layer-norm the final token states of `encode`'s states; embeddings are read as they are."""
+        """Layer-norm the final token states of `encode`'s states; embeddings and pixels are read as they are."""
         d = self.cfg.dim
         z = self.norm(h[..., :d]) if lrp is None else rules.layer_norm(self.norm, h[..., :d])
         return torch.cat([z, h[..., d:]], dim=-1) if h.shape[-1] > d else z
 
     def readout_parts(self, h: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) signed contributions to output ``target`` of each token's final state and of its
-        embedding (zero unless the readout is "spatial_embed").
+        """(B, T) signed contributions to output ``target`` of each token's final state and of the
+        linear path: its embedding (readout "spatial_embed") and its pixels (``linear_base``); zero
+        for a model with neither.
 
-        The readout is linear in the layer-normed states z_t (and the embeddings e_t), so
-        y_k = b_k + sum_t (c_t + c'_t) exactly, with c_t = z_t . dy_k/dz_t and c'_t = e_t . dy_k/de_t.
+        The readout is linear in the layer-normed states z_t (and the embeddings e_t, the pixels), so
+        y_k = b_k + sum_t (c_t + c'_t) exactly, with c_t = z_t . dy_k/dz_t and c'_t = e_t . dy_k/de_t
+        (plus the pixels' x_t . dy_k/dx_t).
         For the default [CLS] readout only c_0 is non-zero.
         """
         self._check_target(target)
@@ -305,7 +345,10 @@ class ViTRegressor(nn.Module):
             d = self.cfg.dim
             y = self.head(z[:, 0, :d]) + torch.einsum("btd,kd,kt->bk", z[:, 1:, :d], self.read_what, self.read_where)
             if mode == "spatial_embed":
-                y = y + torch.einsum("btd,kd,kt->bk", z[:, 1:, d:], self.read_embed, self.read_embed_where)
+                y = y + torch.einsum("btd,kd,kt->bk", z[:, 1:, d:2 * d], self.read_embed, self.read_embed_where)
+            if self.cfg.linear_base:
+                off = 2 * d if mode == "spatial_embed" else d
+                y = y + torch.einsum("btq,ktq->bk", z[:, 1:, off:], self.base_weight)
             return y
         pooled = torch.einsum("btd,kmt->bkmd", z[:, 1:], self.pool_logits.softmax(-1))
         return self.head(z[:, 0]) + (pooled * self.pool_what).sum((-1, -2))

@@ -343,11 +343,51 @@ def fit_vit(
                                   device=train.device, progress=train.progress)
             if saved is not None:
                 _save_checkpoint_file(saved, {"state_dict": model.state_dict(), "history": pre})
+    base = None
+    if vit.linear_base:
+        base = fit_linear_base(model, x, y, train_index=train_index, val_index=val_index)
     model, history = fit_model(model, x, y, train_index=train_index, val_index=val_index, train=train,
                                checkpoint_dir=checkpoint_dir)
     if pre is not None:
         history["pretrain"] = pre
+    if base is not None:
+        history["linear_base"] = base
     return model, history
+
+
+LINEAR_BASE_MIN_R2 = 0.5  # a target keeps its ridge base when ridge explains this much of its validation variance
+
+
+def fit_linear_base(model: ViTRegressor, x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray,
+                    min_val_r2: float = LINEAR_BASE_MIN_R2) -> dict:
+    """Fit and fix a model's linear base (`ViTConfig.linear_base`, docs/training.md round 10).
+
+    Ridge on the standardised patch pixels `x` ((N, C, w, w) or a `PatchSource`) against the
+    targets `y` (N, K), the penalty chosen per target on the validation points (the `ridge`
+    baseline's procedure, `structattn.train.baselines.ridge_coefficients`). A target keeps it only
+    where its validation R² is at least `min_val_r2`; the others get a zero base. The model then
+    learns what the base leaves.
+
+    Returns:
+        {"used": [bool] * K, "ridge_val_r2": [float] * K, "alpha": [float] * K, "min_val_r2": float}
+    """
+    from .baselines import ALPHAS, ridge_coefficients, ridge_predict  # baselines imports this module
+
+    y = np.asarray(y, np.float64)
+    fit = ridge_coefficients(x, y, train=train_index, alphas=ALPHAS)
+    yv = y[val_index]
+    mse = ((ridge_predict(x, val_index, fit, fit["coef"]) - yv[None]) ** 2).mean(1)  # (A, K)
+    best = mse.argmin(0)
+    var = yv.var(0)
+    r2 = np.where(var > 0, 1.0 - mse[best, np.arange(y.shape[1])] / np.where(var > 0, var, 1.0), -np.inf)
+    used = r2 >= min_val_r2
+    coef = np.stack([fit["coef"][b, :, k] for k, b in enumerate(best)], axis=0) / fit["sd"]  # (K, p) on x
+    coef[~used] = 0.0
+    bias = np.where(used, fit["ym"] - coef @ fit["mu"], 0.0)
+    cfg = model.cfg
+    model.set_linear_base(coef.reshape(cfg.n_outputs, cfg.in_channels, cfg.window, cfg.window), bias)
+    return {"used": [bool(u) for u in used], "ridge_val_r2": [float(v) for v in r2],
+            "alpha": [float(ALPHAS[b]) for b in best], "min_val_r2": float(min_val_r2)}
 
 
 def fit_model(
