@@ -82,7 +82,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
-CHANGEABLE = ("readout", "criterion", "target_patience", "ensemble")
+CHANGEABLE = ("readout", "criterion", "target_patience", "ensemble", "linear_base", "seed")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -241,6 +241,10 @@ if __name__ == "__main__":
     ap.add_argument("--ensemble", type=int, default=None,
                     help="ensemble size instead of the default 3. R², verdicts and explanations come from the "
                          "primary model, which the ensemble does not change; 1 saves about a third of a run")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="run seed instead of the default 0 (other spatial blocks and weights; the rules' noise stays)")
+    ap.add_argument("--linear-base", nargs="?", const=True, default=None, type=lambda v: v.lower() in ("1", "true", "yes"),
+                    help="run with --linear-base (a fixed ridge base under the ViT; sweep round 10, docs/training.md)")
     a = ap.parse_args()
     images = a.images.split(",") if a.images else None
     if a.runs != RUNS and a.result == RESULT and not (a.compare or a.one or a.prepare):
