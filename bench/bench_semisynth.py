@@ -82,7 +82,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
-CHANGEABLE = ("readout", "criterion", "target_patience", "ensemble", "linear_base", "seed")
+CHANGEABLE = ("readout", "criterion", "target_patience", "ensemble", "prefer_ridge", "seed")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -243,8 +243,9 @@ if __name__ == "__main__":
                          "primary model, which the ensemble does not change; 1 saves about a third of a run")
     ap.add_argument("--seed", type=int, default=None,
                     help="run seed instead of the default 0 (other spatial blocks and weights; the rules' noise stays)")
-    ap.add_argument("--linear-base", nargs="?", const=True, default=None, type=lambda v: v.lower() in ("1", "true", "yes"),
-                    help="run with --linear-base (a fixed ridge base under the ViT; sweep round 10, docs/training.md)")
+    ap.add_argument("--prefer-ridge", nargs="?", const=True, default=None, type=lambda v: v.lower() in ("1", "true", "yes"),
+                    help="run with --prefer-ridge (ridge where the ViT does not beat it on validation; round 10c, "
+                         "docs/training.md)")
     a = ap.parse_args()
     images = a.images.split(",") if a.images else None
     if a.runs != RUNS and a.result == RESULT and not (a.compare or a.one or a.prepare):

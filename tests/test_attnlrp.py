@@ -33,6 +33,14 @@ def _random_model(**kw) -> ViTRegressor:
     return m.eval()
 
 
+def _with_base(m: ViTRegressor) -> ViTRegressor:
+    """`m` with a random linear base (ViTConfig.linear_base) on its pixels."""
+    g = torch.Generator().manual_seed(5)
+    c, w = m.cfg.in_channels, m.cfg.window
+    m.set_linear_base(torch.randn(m.cfg.n_outputs, c, w, w, generator=g), torch.randn(m.cfg.n_outputs, generator=g))
+    return m
+
+
 @pytest.mark.parametrize("rule", ["attnlrp", "cp"])
 def test_lrp_forward_gives_the_same_outputs(rule):
     x = torch.randn(5, 2, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -94,7 +102,8 @@ def test_relevance_budget_closes_exactly(rule):
     # hand to a bias. Tolerance 1e-4 relative: float32 sums of ~1e4 terms of mixed sign.
     xr = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
     for model, x in ((trained_toy(), toy_batch(8, seed=31)[0]), (_random_model(), xr),
-                     (_random_model(readout="spatial_embed"), xr)):  # the embeddings' linear path too
+                     (_random_model(readout="spatial_embed"), xr),  # the embeddings' linear path too
+                     (_with_base(_random_model(readout="spatial", linear_base=True)), xr)):  # and a ridge base
         for target in (0, 1):
             y, terms = _budget(model, x, target, rule)
             assert sum(terms.values()) == pytest.approx(y, rel=1e-4, abs=1e-5), (rule, target, terms)

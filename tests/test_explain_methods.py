@@ -244,7 +244,7 @@ def test_embedding_readout_is_a_linear_path_that_maps_to_the_token_itself():
     assert linear_path_share(m, a, 1) == pytest.approx(0.0)
     assert linear_path_share(ViTRegressor(ViTConfig(in_channels=1, window=16, patch=4, readout="spatial")), a, 0) is None
     note = linear_path_note({"linear_path_share": {"amp_corner": 0.8}}, "amp_corner")
-    assert "80% of what the ViT reads for amp_corner" in note and "passes no attention" in note
+    assert "80% of what the model reads for amp_corner comes from its linear path, the tokens&#x27; embeddings" in note and "passes no attention" in note
     assert linear_path_note({"linear_path_share": {"amp_corner": 0.8}}, "threshold") == linear_path_note({}, "x") == ""
 
 

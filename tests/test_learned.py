@@ -1,9 +1,12 @@
 """Issue 12: every run says whether the ViT learned each target, next to its baselines.
 
 One small real-texture run (PbTiO3 PFM amplitude/phase/height from ../shared/data) with
-three targets whose answer is known: a wall density around the point (nonlinear in the
+four targets whose answer is known: a wall density around the point (nonlinear in the
 pixels: ridge cannot fit it, the ViT can), a smooth trend across the film that ignores the
-structure (the position baseline wins), and pure noise (nothing can predict it).
+structure (the position baseline wins), pure noise (nothing can predict it), and a region
+mean off the patch centre (linear in the pixels: ridge does as well as any model). The run
+uses `--prefer-ridge` (docs/training.md, round 10c) and a two-member ensemble: ridge must
+predict exactly the linear rule, and its intervals must still cover.
 """
 
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from structattn.data.semisynthetic import RULES, make_semisynthetic, rule_values
 from structattn.pipeline import RunConfig, resolve_geometry, run_pipeline
+from structattn.runfolder import RunFolder
 from structattn.train.baselines import learned_verdict, position_features, r2_margin, ridge_select
 
 TEXTURE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pto_pfm_images" / "PTO_Funakubo0001.h5"
@@ -23,9 +27,10 @@ def run(tmp_path_factory):
     if not TEXTURE.exists():
         pytest.skip(f"shared real data not found at {TEXTURE}")
     out = tmp_path_factory.mktemp("learned") / "run"
-    cfg = RunConfig(source=f"semisynthetic:image={TEXTURE},rules=wall_density+trend+noise,spacing=7,noise=0.1",
+    cfg = RunConfig(source=f"semisynthetic:image={TEXTURE},rules=wall_density+trend+noise+amp_corner,spacing=7,"
+                           "noise=0.1",
                     epochs=25, patience=8, cnn_baseline=False, methods=("attention",), points="8",
-                    progress=False, domains=False, ensemble=1)
+                    progress=False, domains=False, ensemble=2, prefer_ridge=True)
     return run_pipeline(cfg, out)
 
 
@@ -40,6 +45,48 @@ def test_learned_true_for_a_learnable_rule_false_for_noise_and_trend(run):
     for name in t:
         assert set(t[name]["baselines"]) == {"mean", "ridge", "position", "cnn"}
         assert t[name]["baselines"]["cnn"] is None  # not trained in this run: reported as missing, not as 0
+
+
+def test_ridge_predicts_the_linear_rule_and_the_vit_the_others(run):
+    t = run.metrics["targets"]
+    assert [t[n]["predicted_by"] for n in ("amp_corner", "wall_density", "noise", "trend")] == ["ridge", "vit", "vit", "vit"]
+    c = t["amp_corner"]["choice"]
+    assert c["ridge_val_r2"] >= 0.5 and not c["vit_val_r2"] >= c["ridge_val_r2"] + c["margin"]
+    assert t["noise"]["choice"]["ridge_val_r2"] < 0.5  # nothing to fall back to
+    assert t["wall_density"]["choice"]["vit_val_r2"] > t["wall_density"]["choice"]["ridge_val_r2"] + 0.1
+    # the chosen target's predictions are the ridge baseline's, at every point and in the scores
+    assert t["amp_corner"]["r2"] == pytest.approx(t["amp_corner"]["baselines"]["ridge"], abs=1e-4)
+    p = np.load(run.out / "predictions.npz")
+    k = list(p["target_names"]).index("amp_corner")
+    np.testing.assert_allclose(p["y_pred"][:, k], p["y_pred_ridge"][:, k], rtol=1e-4, atol=1e-4 * np.std(p["y_true"][:, k]))
+    assert t["amp_corner"]["learned"] is False and "predicted by ridge" in t["amp_corner"]["verdict"]
+    assert t["wall_density"]["learned"] is True
+
+
+def test_saved_model_and_explanations_carry_the_choice(run):
+    rf = RunFolder(run.out)
+    p = np.load(run.out / "predictions.npz")
+    idx = np.flatnonzero(p["split"] == 2)[:16]
+    from structattn.data.patches import extract_patches
+
+    patches = extract_patches(rf.sample.image, rf.sample.positions[idx], window=rf.model.window)
+    np.testing.assert_allclose(rf.model.predict(patches), p["y_pred"][idx], rtol=1e-4, atol=1e-5)
+    share = run.metrics["explanations"]["linear_path_share"]
+    assert share["amp_corner"] == pytest.approx(1.0) and share["wall_density"] == share["noise"] == share["trend"] == 0.0
+    assert run.metrics["explanations"]["linear_path"] == "ridge on the pixels (--prefer-ridge)"
+
+
+def test_ridge_target_gets_one_interval_width_from_its_validation_residuals(run):
+    # both members predict amp_corner by the same ridge (spread 0): its intervals are split-conformal
+    # on the validation residuals, one width everywhere, and they still cover the test blocks
+    t = run.metrics["targets"]
+    cal = run.metrics["uncertainty"]["calibration"]["per_target"]
+    assert cal["amp_corner"].get("constant_spread") is True and "constant_spread" not in cal["wall_density"]
+    p = np.load(run.out / "predictions.npz")
+    k = list(p["target_names"]).index("amp_corner")
+    std = p["y_std"][p["split"] >= 0, k]
+    assert np.ptp(std) == 0 and std[0] > 0
+    assert 0.85 <= t["amp_corner"]["coverage_95"] <= 1.0
 
 
 def test_run_records_why_the_geometry_was_chosen(run):

@@ -88,6 +88,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), spatial_embed (spatial, "
                         f"and through a second weighting each token's embedding before the blocks: a linear path), "
                         f"tokens, pool (default {d.readout}; see docs/training.md)")
+    p.add_argument("--prefer-ridge", action="store_true",
+                   help="predict a target by ridge on the patch pixels where ridge explains at least half its "
+                        "validation variance and the ViT does not beat it there (the verdict's margin); the run "
+                        "says which (spatial readouts, no augmentation; docs/training.md round 10c)")
     p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
                         "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
@@ -226,6 +230,7 @@ def _config_from_args(args, source: str):
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, criterion=args.criterion,
+        prefer_ridge=args.prefer_ridge,
         target_patience=args.target_patience,
         weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,

@@ -18,7 +18,7 @@ from .data.patches import extract_patches
 from .data.truth import truth_masks, truth_within
 from .evaluate import evaluate_methods, scores_for_json
 from .explain import EXPLAINERS
-from .explain.base import linear_path_shares
+from .explain.base import linear_path_kind, linear_path_shares
 from .points import check_points_spec, choose_points
 from .runfolder import RunFolder, write_explanations
 
@@ -131,8 +131,9 @@ def explain_run(
         "ranking": "|attribution|",
         "scores": scores_for_json(scores),
     }
-    if linear:  # --readout spatial_embed: how much of each output passes no attention
+    if linear:  # --readout spatial_embed, --prefer-ridge: how much of each output passes no attention
         section["linear_path_share"] = linear
+        section["linear_path"] = linear_path_kind(trained.model)
     # keep what `run` already recorded there (e.g. its n_points, seconds_per_point)
     rf.update_metrics(explanations={**rf.metrics.get("explanations", {}), **section})
     return section

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import r2_score
 
 from . import __version__
 from .data.io import load_sample, sample_checksum, source_files
 from .data.patches import PAD_MODES, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
-from .nets.vit import READOUTS, ViTConfig
+from .nets.vit import READOUTS, SPATIAL, ViTConfig, predict_linearly
 from .points import check_points_spec, choose_points
 from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .scale.memory import release_freed_memory
@@ -35,7 +36,7 @@ from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_basel
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_target_patience, describe_training, fit_vit, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
 
 
 @dataclass
@@ -54,6 +55,8 @@ class RunConfig:
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
+    prefer_ridge: bool = False  # a target whose ViT does not beat ridge on the validation blocks, where ridge
+    # explains at least half the variance, is predicted by ridge (docs/training.md, round 10c)
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
@@ -108,6 +111,9 @@ class RunConfig:
             raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
+        if self.prefer_ridge and self.readout not in SPATIAL:
+            raise ValueError(f"--prefer-ridge: needs --readout {' or '.join(SPATIAL)} (the model holds ridge per "
+                             f"patch token), got --readout {self.readout}")
         try:
             self.target_patience = check_target_patience(self.target_patience)
         except ValueError as exc:
@@ -128,6 +134,9 @@ class RunConfig:
             self.augment = check_augment(self.augment)
         except ValueError:
             raise ValueError(f"--augment: expected one of {AUGMENTATIONS}, got {self.augment!r}") from None
+        if self.prefer_ridge and self.augment != "none":
+            raise ValueError(f"--prefer-ridge: ridge reads each pixel at a fixed place in the patch, which "
+                             f"--augment {self.augment}'s flips or turns deny; use --augment none")
         self.methods = tuple(self.methods)
         unknown = [m for m in self.methods if m not in EXPLAINERS]
         if unknown:
@@ -274,6 +283,7 @@ class Fitted:
     y_mean: np.ndarray | None = None  # (N, K) ensemble mean (None without an ensemble)
     y_std: np.ndarray | None = None  # (N, K) calibrated predictive std
     uncertainty: dict = field(default_factory=dict)  # metrics.json "uncertainty"
+    ridge: dict | None = None  # --prefer-ridge: `pixel_ridge` and the targets it predicts ("chosen", indices)
 
 
 def load_stage(cfg: RunConfig, sample: Sample | None, say) -> tuple[Sample, str]:
@@ -427,6 +437,50 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     return Fitted(trained=trained, vit_cfg=vit_cfg, train_cfg=train_cfg, history=history, pred=pred, scores=scores)
 
 
+PREFER_RIDGE_MIN_R2 = 0.5  # --prefer-ridge: ridge must explain this much of the validation variance
+
+
+def ridge_choice_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray, say) -> None:
+    """--prefer-ridge (docs/training.md, round 10c): per target, when ridge on the patch pixels explains
+    at least half the validation variance and the ViT does not beat it there by the verdict's margin
+    (`r2_margin`), the target is predicted by ridge: the model's transformer terms for it are zeroed
+    and ridge is held as its linear base (`predict_linearly`). Records ``predicted_by`` and the
+    figures that chose it in each target's scores."""
+    if not cfg.prefer_ridge:
+        return
+    tm, names = f.trained, d.targets.names
+    r = pixel_ridge(d.source, (d.y - tm.target_mean) / tm.target_std, train_index=d.train, val_index=d.val)
+    ridge_val = r["val_pred"] * tm.target_std + tm.target_mean
+    chosen = []
+    for k, name in enumerate(names):
+        yv, vv = d.y[d.val, k].astype(np.float64), f.pred[d.val, k].astype(np.float64)
+        vit_r2, ridge_r2 = float(r2_score(yv, vv)), float(r2_score(yv, ridge_val[:, k]))
+        margin = r2_margin(yv, vv, ridge_val[:, k], seed=cfg.seed)
+        use = ridge_r2 >= PREFER_RIDGE_MIN_R2 and not vit_r2 >= ridge_r2 + margin
+        f.scores[name]["predicted_by"] = "ridge" if use else "vit"
+        f.scores[name]["choice"] = {"vit_val_r2": vit_r2, "ridge_val_r2": ridge_r2, "margin": margin,
+                                    "vit_test_r2": f.scores[name]["r2"],
+                                    "rule": f"ridge when its validation R² >= {PREFER_RIDGE_MIN_R2:g} and the ViT's "
+                                            "is not higher by the margin"}
+        if use:
+            chosen.append(k)
+    f.ridge = {**r, "chosen": chosen}
+    if not chosen:
+        say("--prefer-ridge: the ViT predicts every target (it beats ridge on the validation blocks, or ridge "
+            "explains less than half their variance)")
+        return
+    tm.model = predict_linearly(tm.model, chosen, r["weight"], r["bias"])
+    pred = tm.predict_points(d.source, usable)
+    for k in chosen:
+        f.pred[usable, k] = pred[:, k]
+    test = regression_scores(d.y[d.test], f.pred[d.test], names)
+    for k in chosen:
+        f.scores[names[k]].update(test[names[k]])
+    say("--prefer-ridge: predicted by ridge, which the ViT did not beat on the validation blocks: " + ", ".join(
+        f"{names[k]} (validation R² ridge {f.scores[names[k]]['choice']['ridge_val_r2']:.3f}, ViT "
+        f"{f.scores[names[k]]['choice']['vit_val_r2']:.3f})" for k in chosen))
+
+
 def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray, say,
                       checkpoints: Path | None = None) -> None:
     """Deep ensemble: members 1..M-1, spread calibrated on validation, coverage on test.
@@ -459,13 +513,18 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
                               target_mean=tm.target_mean, target_std=tm.target_std, pad_mode=tm.pad_mode,
                               extra=dict(tm.extra, member=k, seed=member_seed(cfg.seed, k)))
                  for k, (m, _) in enumerate(fitted, start=1)]
+    chosen = [] if f.ridge is None else f.ridge["chosen"]
+    if chosen:  # --prefer-ridge: every member predicts those targets by the same ridge
+        for m in f.members:
+            m.model = predict_linearly(m.model, chosen, f.ridge["weight"], f.ridge["bias"])
     preds = np.full((cfg.ensemble, *d.y.shape), np.nan)
     preds[0] = f.pred
     for k, m in enumerate(f.members, start=1):
         preds[k][usable] = m.predict_points(d.source, usable)
     mean, spread = np.full_like(d.y, np.nan, dtype=np.float64), np.full_like(d.y, np.nan, dtype=np.float64)
     mean[usable], spread[usable] = ensemble_stats(preds[:, usable])
-    cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], method=cfg.calibration)
+    constant = np.isin(np.arange(len(names)), chosen) if chosen else None  # ridge: one width, its residuals'
+    cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], method=cfg.calibration, constant=constant)
     std = np.full_like(spread, np.nan)
     std[usable] = cal.apply(spread[usable])
     f.y_mean, f.y_std = mean.astype(np.float32), std.astype(np.float32)
@@ -513,6 +572,11 @@ def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Pa
         margin = r2_margin(yt, f.pred[d.test, k], b.predictions[best_baseline(base)][d.test, k], seed=cfg.seed)
         vit_r2 = s["r2"] if s["r2"] is not None else float("nan")
         learned, best, verdict = learned_verdict(name, vit_r2, base, margin=margin)
+        if s.get("predicted_by") == "ridge":
+            c = s["choice"]
+            verdict += (f" It is predicted by ridge (--prefer-ridge): the ViT did not beat ridge on the validation "
+                        f"blocks (R² {c['vit_val_r2']:.3f} against {c['ridge_val_r2']:.3f}); the ViT's own test R² "
+                        f"was {c['vit_test_r2']:.3f}.")
         s.update(baselines=base, best_baseline=best, margin=margin, learned=bool(learned), verdict=verdict)
         say(f"test {name}: ViT R² {vit_r2:.3f} | " + ", ".join(
             f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in base.items()) + f" -> {verdict}")
@@ -694,6 +758,7 @@ def run_pipeline(
         usable, split = split_stage(cfg, sample, geo)
         data = targets_stage(cfg, sample, checksum, geo, usable, split, say)
         fitted = fit_stage(cfg, data, usable, say, checkpoints)
+        ridge_choice_stage(cfg, data, fitted, usable, say)
         release_freed_memory()  # each stage's freed batches back to the OS before the next one
         uncertainty_stage(cfg, data, fitted, usable, say, checkpoints)
         release_freed_memory()

@@ -49,13 +49,25 @@ def read_rows(model: nn.Module, h: torch.Tensor, mats: torch.Tensor, target: int
     return (rows + r_embed)[..., 1:]
 
 
+def linear_path_kind(model: nn.Module) -> str | None:
+    """What a model's linear path reads, in words (None: it has none): the token embeddings
+    (readout "spatial_embed") and/or the pixels through a fixed ridge base (``linear_base``)."""
+    cfg = getattr(model, "cfg", None)
+    parts = []
+    if getattr(cfg, "readout", None) == "spatial_embed":
+        parts.append("the tokens' embeddings (--readout spatial_embed)")
+    if getattr(cfg, "linear_base", False):
+        parts.append("ridge on the pixels (--prefer-ridge)")
+    return " and ".join(parts) or None
+
+
 def linear_path_shares(model: nn.Module, x: torch.Tensor, targets, *, batch: int = 256) -> list[float] | None:
     """Per output in ``targets``, the mean share over the points ``x`` (B, C, w, w) of what it reads
-    from the tokens' embeddings (the "spatial_embed" readout's linear path, which passes no
-    attention): sum_t |c'_t| / sum_t (|c_t| + |c'_t|) per point (`ViTRegressor.readout_parts`).
+    from its linear path (`linear_path_kind`: the tokens' embeddings, the pixels' ridge base), which
+    passes no attention: sum_t |c'_t| / sum_t (|c_t| + |c'_t|) per point (`ViTRegressor.readout_parts`).
     One forward pass per batch serves every target. None for the other readouts, which have no
     such path."""
-    if getattr(getattr(model, "cfg", None), "readout", None) != "spatial_embed":
+    if linear_path_kind(model) is None:
         return None
     targets = list(targets)
     was_training = model.training

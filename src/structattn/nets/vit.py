@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -272,11 +273,14 @@ class ViTRegressor(nn.Module):
         b = torch.as_tensor(bias, dtype=self.head.bias.dtype).reshape(-1)
         if len(b) != cfg.n_outputs or not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise ValueError(f"bias: expected {cfg.n_outputs} finite values (and a finite weight), got {tuple(b.shape)}")
-        g, p = cfg.grid, cfg.patch
-        tok = w.reshape(cfg.n_outputs, cfg.in_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
         with torch.no_grad():
-            self.base_weight.copy_(tok.reshape(cfg.n_outputs, g * g, -1))
+            self.base_weight.copy_(self._token_layout(w))
             self.head.bias.add_(b.to(self.head.bias.device))
+
+    def _token_layout(self, w: torch.Tensor) -> torch.Tensor:
+        """(K, C, w, w) pixel weights -> (K, T-1, C p p), the layout of `_pixel_tokens`."""
+        g, p = self.cfg.grid, self.cfg.patch
+        return w.reshape(len(w), self.cfg.in_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(len(w), g * g, -1)
 
     def readout(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
         """States from `encode` -> outputs (B, n_outputs); linear in the normed final states (and,
@@ -368,3 +372,32 @@ class ViTRegressor(nn.Module):
         if return_states:
             return y, weights, h
         return (y, weights) if return_attention else y
+
+
+def predict_linearly(model: ViTRegressor, targets, weight, bias) -> ViTRegressor:
+    """A copy of `model` whose outputs ``targets`` are the linear map ``weight[k] . x + bias[k]`` of the
+    standardised input alone (weight (K, C, w, w), bias (K,); rows of other outputs are ignored): their
+    transformer read-out terms are zeroed and the map held as the model's linear base
+    (`ViTConfig.linear_base`). The other outputs are unchanged. What `structattn run --prefer-ridge`
+    does to the targets where ridge does as well as the ViT (docs/training.md, round 10c)."""
+    from dataclasses import replace
+
+    if model.cfg.readout not in SPATIAL:
+        raise ValueError(f"model: expected a readout of {SPATIAL} to hold a linear base, got {model.cfg.readout!r}")
+    new = ViTRegressor(replace(model.cfg, linear_base=True))
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or set(missing) - {"base_weight"}:
+        raise ValueError(f"model: its weights do not fit its own config (missing {missing}, unexpected {unexpected})")
+    w = torch.as_tensor(np.asarray(weight), dtype=new.base_weight.dtype)
+    b = torch.as_tensor(np.asarray(bias), dtype=new.head.bias.dtype)
+    k = torch.as_tensor(sorted(set(int(t) for t in targets)), dtype=torch.long)
+    if len(k) and (k.min() < 0 or k.max() >= model.cfg.n_outputs):
+        raise ValueError(f"targets: expected output indices in [0, {model.cfg.n_outputs}), got {targets!r}")
+    with torch.no_grad():
+        new.head.weight[k] = 0.0
+        new.read_what[k] = 0.0
+        if model.cfg.readout == "spatial_embed":
+            new.read_embed[k] = 0.0
+        new.head.bias[k] = b[k]
+        new.base_weight[k] = new._token_layout(w[k])
+    return new.train(model.training)

@@ -358,36 +358,55 @@ def fit_vit(
 LINEAR_BASE_MIN_R2 = 0.5  # a target keeps its ridge base when ridge explains this much of its validation variance
 
 
-def fit_linear_base(model: ViTRegressor, x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray,
-                    min_val_r2: float = LINEAR_BASE_MIN_R2) -> dict:
-    """Fit and fix a model's linear base (`ViTConfig.linear_base`, docs/training.md round 10).
-
-    Ridge on the standardised patch pixels `x` ((N, C, w, w) or a `PatchSource`) against the
-    targets `y` (N, K), the penalty chosen per target on the validation points (the `ridge`
-    baseline's procedure, `structattn.train.baselines.ridge_coefficients`). A target keeps it only
-    where its validation R² is at least `min_val_r2`; the others get a zero base. The model then
-    learns what the base leaves.
+def pixel_ridge(x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray) -> dict:
+    """Ridge on the model's standardised patch pixels `x` ((N, C, w, w) or a `PatchSource`) against
+    targets `y` (N, K), the penalty chosen per target on the validation points: the `ridge`
+    baseline's procedure (`structattn.train.baselines.ridge_coefficients`), written as a linear
+    map of the model's input, so `ViTRegressor.set_linear_base` can hold it.
 
     Returns:
-        {"used": [bool] * K, "ridge_val_r2": [float] * K, "alpha": [float] * K, "min_val_r2": float}
+        {"weight": (K, C, w, w), "bias": (K,), "val_pred": (len(val_index), K),
+         "val_r2": (K,) (-inf for a constant target), "alpha": (K,)}
     """
     from .baselines import ALPHAS, ridge_coefficients, ridge_predict  # baselines imports this module
 
     y = np.asarray(y, np.float64)
     fit = ridge_coefficients(x, y, train=train_index, alphas=ALPHAS)
     yv = y[val_index]
-    mse = ((ridge_predict(x, val_index, fit, fit["coef"]) - yv[None]) ** 2).mean(1)  # (A, K)
+    all_pred = ridge_predict(x, val_index, fit, fit["coef"])  # (A, m, K)
+    mse = ((all_pred - yv[None]) ** 2).mean(1)  # (A, K)
     best = mse.argmin(0)
+    k = np.arange(y.shape[1])
     var = yv.var(0)
-    r2 = np.where(var > 0, 1.0 - mse[best, np.arange(y.shape[1])] / np.where(var > 0, var, 1.0), -np.inf)
-    used = r2 >= min_val_r2
-    coef = np.stack([fit["coef"][b, :, k] for k, b in enumerate(best)], axis=0) / fit["sd"]  # (K, p) on x
-    coef[~used] = 0.0
-    bias = np.where(used, fit["ym"] - coef @ fit["mu"], 0.0)
-    cfg = model.cfg
-    model.set_linear_base(coef.reshape(cfg.n_outputs, cfg.in_channels, cfg.window, cfg.window), bias)
-    return {"used": [bool(u) for u in used], "ridge_val_r2": [float(v) for v in r2],
-            "alpha": [float(ALPHAS[b]) for b in best], "min_val_r2": float(min_val_r2)}
+    r2 = np.where(var > 0, 1.0 - mse[best, k] / np.where(var > 0, var, 1.0), -np.inf)
+    coef = np.stack([fit["coef"][b, :, j] for j, b in enumerate(best)], axis=0) / fit["sd"]  # (K, p) on x
+    first = _block_shape(x)
+    return {"weight": coef.reshape(y.shape[1], *first), "bias": fit["ym"] - coef @ fit["mu"],
+            "val_pred": all_pred[best, :, k].T, "val_r2": r2, "alpha": ALPHAS[best]}
+
+
+def _block_shape(x) -> tuple[int, ...]:
+    """(C, w, w) of the patches of an array or a `PatchSource`."""
+    from ..scale.patches import PatchSource
+
+    return tuple(x.take(np.arange(1)).shape[1:]) if isinstance(x, PatchSource) else tuple(np.shape(x)[1:])
+
+
+def fit_linear_base(model: ViTRegressor, x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray,
+                    min_val_r2: float = LINEAR_BASE_MIN_R2) -> dict:
+    """Fit and fix a model's linear base before training (`ViTConfig.linear_base`; docs/training.md
+    round 10, not adopted): `pixel_ridge`, kept for a target only where its validation R² is at
+    least `min_val_r2` (the others get a zero base). The model then learns what the base leaves.
+
+    Returns:
+        {"used": [bool] * K, "ridge_val_r2": [float] * K, "alpha": [float] * K, "min_val_r2": float}
+    """
+    r = pixel_ridge(x, y, train_index=train_index, val_index=val_index)
+    used = r["val_r2"] >= min_val_r2
+    w = np.where(used[:, None, None, None], r["weight"], 0.0)
+    model.set_linear_base(w, np.where(used, r["bias"], 0.0))
+    return {"used": [bool(u) for u in used], "ridge_val_r2": [float(v) for v in r["val_r2"]],
+            "alpha": [float(a) for a in r["alpha"]], "min_val_r2": float(min_val_r2)}
 
 
 def fit_model(
@@ -529,6 +548,11 @@ def describe_training(history: dict, names: list[str]) -> list[str]:
     took = f" in {history['seconds']:.0f} s" if isinstance(history.get("seconds"), (int, float)) else ""
     out = [f"{len(epochs)} epochs trained{took}; the weights kept are epoch {history.get('best_epoch')}'s, the "
            f"lowest {crit_text} ({crit})."]
+    base = history.get("linear_base")
+    if base:
+        kept = [f"{n} ({r:.2f})" for n, u, r in zip(names, base["used"], base["ridge_val_r2"]) if u]
+        out.append(f"Linear base (--linear-base, ridge on the pixels, kept where its validation R² >= {base['min_val_r2']:g}): "
+                   + (", ".join(kept) if kept else "no target") + "; the ViT learned what it leaves.")
     left = [f"{n} (after epoch {e})" for n, e in zip(names, history.get("frozen_from") or []) if e is not None]
     if left:
         p = history.get("target_patience")

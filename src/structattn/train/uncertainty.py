@@ -71,6 +71,9 @@ class Calibration:
         floor: (K,) standard deviation ``b`` added in quadrature (0 unless ``method="scale+floor"``).
         method: "conformal", "scale" or "scale+floor".
         quantiles: (K, len(QLEVELS)) conformal score quantiles (``conformal`` only).
+        constant: (K,) bool or None: targets whose spread is taken as 1 everywhere, so their
+            intervals have one width, the validation residuals' (a target predicted by ridge,
+            `structattn run --prefer-ridge`: every member gives the same value, spread 0).
 
     Example:
         >>> cal = Calibration(scale=np.array([2.0]), floor=np.array([0.0]), method="scale")
@@ -82,10 +85,15 @@ class Calibration:
     floor: np.ndarray
     method: str = "scale"
     quantiles: np.ndarray | None = None
+    constant: np.ndarray | None = None
+
+    def _spread(self, spread: np.ndarray) -> np.ndarray:
+        s = np.asarray(spread, np.float64)
+        return s if self.constant is None else np.where(self.constant, 1.0, s)
 
     def apply(self, spread: np.ndarray) -> np.ndarray:
         """(N, K) spread -> (N, K) calibrated standard deviation."""
-        return np.sqrt((self.scale * np.asarray(spread, np.float64)) ** 2 + self.floor ** 2)
+        return np.sqrt((self.scale * self._spread(spread)) ** 2 + self.floor ** 2)
 
     def half_width(self, spread: np.ndarray, level: float) -> np.ndarray:
         """(N, K) half-width of the central interval holding `level` of the points."""
@@ -94,7 +102,7 @@ class Calibration:
         if not QLEVELS[0] <= level <= QLEVELS[-1]:
             raise ValueError(f"level: conformal intervals are kept for levels {QLEVELS[0]}..{QLEVELS[-1]}, got {level!r}")
         q = np.array([np.interp(level, QLEVELS, qk) for qk in self.quantiles])
-        return q * np.asarray(spread, np.float64)
+        return q * self._spread(spread)
 
     def to_dict(self, names) -> dict:
         per = {}
@@ -102,6 +110,8 @@ class Calibration:
             per[str(n)] = {"scale": float(a), "floor": float(b)}
             if self.quantiles is not None:
                 per[str(n)]["quantiles"] = [float(v) for v in self.quantiles[k]]
+            if self.constant is not None and self.constant[k]:
+                per[str(n)]["constant_spread"] = True
         out = {"method": self.method, "per_target": per}
         if self.quantiles is not None:
             out["levels"] = list(QLEVELS)
@@ -120,7 +130,7 @@ class Calibration:
             q = np.array([per[str(n)]["quantiles"] for n in names], float)
         return cls(scale=np.array([per[str(n)]["scale"] for n in names], float),
                    floor=np.array([per[str(n)]["floor"] for n in names], float), method=d.get("method", "scale"),
-                   quantiles=q)
+                   quantiles=q, constant=np.array([bool(per[str(n)].get("constant_spread")) for n in names]))
 
 
 def _nll(params: np.ndarray, r2: np.ndarray, s2: np.ndarray) -> float:
@@ -141,7 +151,8 @@ def conformal_quantiles(scores: np.ndarray, levels=QLEVELS) -> np.ndarray:
     return s[rank - 1]
 
 
-def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, method: str = "conformal") -> Calibration:
+def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, method: str = "conformal",
+                    constant=None) -> Calibration:
     """Fit the calibration on held-out points (the validation blocks).
 
     Args:
@@ -151,6 +162,7 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
         method: "conformal" (normalised split-conformal quantiles, see the module text),
             "scale" (b = 0, a = RMS of the z-scores, which is also its maximum-likelihood
             value) or "scale+floor" (Gaussian maximum likelihood of a and b).
+        constant: (K,) bool, targets whose spread is taken as 1 (`Calibration.constant`).
     """
     if method not in CALIBRATIONS:
         raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {method!r}")
@@ -160,6 +172,11 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
     if len(y) < 2:
         raise ValueError(f"y: calibration needs at least 2 held-out points, got {len(y)}")
     k = y.shape[1]
+    if constant is not None:
+        constant = np.asarray(constant, bool).reshape(-1)
+        if len(constant) != k:
+            raise ValueError(f"constant: expected {k} flags, one per target, got {len(constant)}")
+        spread = np.where(constant, 1.0, spread)
     scale, floor = np.zeros(k), np.zeros(k)
     quantiles = np.zeros((k, len(QLEVELS))) if method == "conformal" else None
     for j in range(k):
@@ -184,7 +201,7 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
             scale[j], floor[j] = np.exp(best.x)
         else:  # the optimiser stalled above the scale-only solution (a degenerate spread): keep that
             scale[j] = a0
-    return Calibration(scale=scale, floor=floor, method=method, quantiles=quantiles)
+    return Calibration(scale=scale, floor=floor, method=method, quantiles=quantiles, constant=constant)
 
 
 def coverage(y: np.ndarray, mean: np.ndarray, std: np.ndarray, level: float) -> np.ndarray:
