@@ -440,6 +440,22 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
 PREFER_RIDGE_MIN_R2 = 0.5  # --prefer-ridge: ridge must explain this much of the validation variance
 
 
+def ridge_choice(y_val: np.ndarray, vit_val: np.ndarray, ridge_val: np.ndarray, *, seed: int = 0) -> list[dict]:
+    """Per target (columns of the (m, K) validation values and predictions): "ridge" when ridge explains at
+    least `PREFER_RIDGE_MIN_R2` of the validation variance and the ViT does not beat it by the verdict's
+    margin (`r2_margin`), else "vit"; with the figures that decided (docs/training.md, round 10c)."""
+    out = []
+    for k in range(np.shape(y_val)[1]):
+        yv, vv, rv = (np.asarray(a, np.float64)[:, k] for a in (y_val, vit_val, ridge_val))
+        vit_r2, ridge_r2 = float(r2_score(yv, vv)), float(r2_score(yv, rv))
+        margin = r2_margin(yv, vv, rv, seed=seed)
+        use = ridge_r2 >= PREFER_RIDGE_MIN_R2 and not vit_r2 >= ridge_r2 + margin
+        out.append({"predicted_by": "ridge" if use else "vit", "vit_val_r2": vit_r2, "ridge_val_r2": ridge_r2,
+                    "margin": margin, "rule": f"ridge when its validation R² >= {PREFER_RIDGE_MIN_R2:g} and the "
+                                              "ViT's is not higher by the margin"})
+    return out
+
+
 def ridge_choice_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray, say) -> None:
     """--prefer-ridge (docs/training.md, round 10c): per target, when ridge on the patch pixels explains
     at least half the validation variance and the ViT does not beat it there by the verdict's margin
@@ -451,19 +467,11 @@ def ridge_choice_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarra
     tm, names = f.trained, d.targets.names
     r = pixel_ridge(d.source, (d.y - tm.target_mean) / tm.target_std, train_index=d.train, val_index=d.val)
     ridge_val = r["val_pred"] * tm.target_std + tm.target_mean
-    chosen = []
-    for k, name in enumerate(names):
-        yv, vv = d.y[d.val, k].astype(np.float64), f.pred[d.val, k].astype(np.float64)
-        vit_r2, ridge_r2 = float(r2_score(yv, vv)), float(r2_score(yv, ridge_val[:, k]))
-        margin = r2_margin(yv, vv, ridge_val[:, k], seed=cfg.seed)
-        use = ridge_r2 >= PREFER_RIDGE_MIN_R2 and not vit_r2 >= ridge_r2 + margin
-        f.scores[name]["predicted_by"] = "ridge" if use else "vit"
-        f.scores[name]["choice"] = {"vit_val_r2": vit_r2, "ridge_val_r2": ridge_r2, "margin": margin,
-                                    "vit_test_r2": f.scores[name]["r2"],
-                                    "rule": f"ridge when its validation R² >= {PREFER_RIDGE_MIN_R2:g} and the ViT's "
-                                            "is not higher by the margin"}
-        if use:
-            chosen.append(k)
+    choice = ridge_choice(d.y[d.val], f.pred[d.val], ridge_val, seed=cfg.seed)
+    chosen = [k for k, c in enumerate(choice) if c["predicted_by"] == "ridge"]
+    for name, c in zip(names, choice):
+        f.scores[name]["predicted_by"] = c.pop("predicted_by")
+        f.scores[name]["choice"] = {**c, "vit_test_r2": f.scores[name]["r2"]}
     f.ridge = {**r, "chosen": chosen}
     if not chosen:
         say("--prefer-ridge: the ViT predicts every target (it beats ridge on the validation blocks, or ridge "
