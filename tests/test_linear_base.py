@@ -99,6 +99,11 @@ def test_linear_base_refuses_what_it_cannot_follow():
         RunConfig(prefer_ridge=True, readout="cls")
     with pytest.raises(ValueError, match="--prefer-ridge: .*--augment dihedral"):
         RunConfig(prefer_ridge=True, augment="dihedral")
+    # None ("where it applies"): on with a spatial readout and no augmentation, off otherwise
+    assert [RunConfig(prefer_ridge=None, **kw).prefer_ridge for kw in ({}, {"readout": "cls"}, {"augment": "flips"})] \
+        == [True, False, False]
+    with pytest.raises(ValueError, match="--prefer-ridge: expected true, false or None"):
+        RunConfig(prefer_ridge="yes")
     with pytest.raises(ValueError, match="linear_base: needs a readout"):
         ViTConfig(linear_base=True, readout="pool")
     m = _model(linear_base=False)

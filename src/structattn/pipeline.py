@@ -55,8 +55,9 @@ class RunConfig:
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
-    prefer_ridge: bool = False  # a target whose ViT does not beat ridge on the validation blocks, where ridge
-    # explains at least half the variance, is predicted by ridge (docs/training.md, round 10c)
+    prefer_ridge: bool | None = False  # a target whose ViT does not beat ridge on the validation blocks, where
+    # ridge explains at least half the variance, is predicted by ridge (docs/training.md, round 10c); None = on
+    # where it applies (a spatial readout, no augmentation), resolved when the config is made
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
@@ -137,6 +138,10 @@ class RunConfig:
         if self.prefer_ridge and self.augment != "none":
             raise ValueError(f"--prefer-ridge: ridge reads each pixel at a fixed place in the patch, which "
                              f"--augment {self.augment}'s flips or turns deny; use --augment none")
+        if self.prefer_ridge is None:  # auto: wherever the model can hold ridge and no symmetry is assumed
+            self.prefer_ridge = self.readout in SPATIAL and self.augment == "none"
+        elif not isinstance(self.prefer_ridge, bool):
+            raise ValueError(f"--prefer-ridge: expected true, false or None (auto), got {self.prefer_ridge!r}")
         self.methods = tuple(self.methods)
         unknown = [m for m in self.methods if m not in EXPLAINERS]
         if unknown:
