@@ -55,7 +55,7 @@ class RunConfig:
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
-    prefer_ridge: bool | None = False  # a target whose ViT does not beat ridge on the validation blocks, where
+    prefer_ridge: bool | None = None  # a target whose ViT does not beat ridge on the validation blocks, where
     # ridge explains at least half the variance, is predicted by ridge (docs/training.md, round 10c); None = on
     # where it applies (a spatial readout, no augmentation), resolved when the config is made
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
