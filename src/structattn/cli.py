@@ -88,11 +88,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), spatial_embed (spatial, "
                         f"and through a second weighting each token's embedding before the blocks: a linear path), "
                         f"tokens, pool (default {d.readout}; see docs/training.md)")
-    p.add_argument("--prefer-ridge", action=argparse.BooleanOptionalAction, default=d.prefer_ridge,
+    auto_ridge = type(d).__dataclass_fields__["prefer_ridge"].default  # the field's default (instances resolve None)
+    p.add_argument("--prefer-ridge", action=argparse.BooleanOptionalAction, default=auto_ridge,
                    help="predict a target by ridge on the patch pixels where ridge explains at least half its "
                         "validation variance and the ViT does not beat it there (the verdict's margin); the run "
                         "says which (spatial readouts, no augmentation; docs/training.md round 10c) (default "
-                        + ("on where it applies" if d.prefer_ridge is None else "on" if d.prefer_ridge else "off") + ")")
+                        + ("on where it applies" if auto_ridge is None else "on" if auto_ridge else "off") + ")")
     p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
                         "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
