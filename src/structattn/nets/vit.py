@@ -384,7 +384,8 @@ def predict_linearly(model: ViTRegressor, targets, weight, bias) -> ViTRegressor
 
     if model.cfg.readout not in SPATIAL:
         raise ValueError(f"model: expected a readout of {SPATIAL} to hold a linear base, got {model.cfg.readout!r}")
-    new = ViTRegressor(replace(model.cfg, linear_base=True))
+    with torch.random.fork_rng(devices=[]):  # its throw-away init must not move the caller's random stream
+        new = ViTRegressor(replace(model.cfg, linear_base=True))
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     if unexpected or set(missing) - {"base_weight"}:
         raise ValueError(f"model: its weights do not fit its own config (missing {missing}, unexpected {unexpected})")
