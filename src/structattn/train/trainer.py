@@ -321,7 +321,9 @@ def fit_vit(
     With ``train.pretrain_epochs > 0`` and a standardised (C, H, W) ``pretrain_image``, the
     encoder is first pretrained by masked-token reconstruction on the whole image
     (`structattn.train.pretrain`). With `checkpoint_dir`, training can be resumed after a
-    kill (see `fit_model`); the pretrained weights are kept there too.
+    kill (see `fit_model`); the pretrained weights are kept there too. A `vit` with ``linear_base``
+    first gets its base by `fit_linear_base` (round 10 of docs/training.md, reproduced by
+    `bench/sweep_vit.py --config spatial_linbase`; not what `structattn run --prefer-ridge` does).
 
     Returns:
         The model with the best validation epoch's weights (in eval mode) and a history
