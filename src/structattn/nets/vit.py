@@ -58,8 +58,9 @@ class ViTConfig:
     readout: str = "cls"
     pool_maps: int = 4
     # A fixed linear map of the pixels added to every output, y_k += a_k . x (a "spatial" or
-    # "spatial_embed" readout only). `set_linear_base` sets it (structattn.train.trainer fits it by
-    # ridge on the training patches before training); zero until then. docs/training.md, round 10.
+    # "spatial_embed" readout only); zero until set. `predict_linearly` uses it to hold ridge for the
+    # targets `structattn run --prefer-ridge` gives to ridge (docs/training.md, round 10c); `fit_vit`
+    # fits it before training for round 10's experiment (`fit_linear_base`, not adopted).
     linear_base: bool = False
 
     def __post_init__(self) -> None:
