@@ -65,13 +65,13 @@ def _target_table(target: str, target_scores: dict, ranked: list[dict]) -> str:
 
 
 def linear_path_note(section: dict, target: str) -> str:
-    """For a model with a linear path (`--readout spatial_embed`, `--linear-base`): how much of the target's
+    """For a model with a linear path (`--readout spatial_embed`, `--prefer-ridge`): how much of the target's
     output passes no attention, and what that means for the attention family (escaped HTML);
     empty otherwise."""
     share = section.get("linear_path_share", {}).get(target)
     if share is None:
         return ""
-    path = section.get("linear_path") or "the tokens' embeddings (--readout spatial_embed)"  # runs before 0.x recorded none
+    path = section.get("linear_path") or "the tokens' embeddings (--readout spatial_embed)"  # runs before `linear_path` was recorded
     return (f"<p class='note'>{share:.0%} of what the model reads for {html.escape(target)} comes from its linear "
             f"path, {html.escape(path)}, the rest from the tokens' final states. The linear part passes no attention: attention, rollout and gradattn place it on the tokens "
             "it is read from; AttnLRP, SHAP, IG and occlusion explain both parts.</p>")

@@ -120,6 +120,23 @@ def ridge_predict(x, index: np.ndarray, fit: dict, coef: np.ndarray) -> np.ndarr
     return np.concatenate(out, axis=-2) + fit["ym"]
 
 
+def ridge_fit_select(x, y: np.ndarray, *, train: np.ndarray, val: np.ndarray, alphas: np.ndarray = ALPHAS) -> dict:
+    """`ridge_coefficients` with the penalty chosen per target by the MSE on the validation points.
+
+    Returns the fit's "mu", "sd", "ym" and "chosen": (p, K) coefficients on standardised features,
+    "alpha": (K,) penalties, "val_mse": (K,) and "val_pred": (len(val), K) at the chosen penalties.
+    """
+    y = np.asarray(y, np.float64)
+    fit = ridge_coefficients(x, y, train=train, alphas=alphas)
+    val_pred = ridge_predict(x, val, fit, fit["coef"])  # (A, m, K)
+    mse = ((val_pred - y[val][None]) ** 2).mean(1)  # (A, K)
+    best = mse.argmin(0)  # (K,)
+    k = np.arange(y.shape[1])
+    return {"mu": fit["mu"], "sd": fit["sd"], "ym": fit["ym"],
+            "chosen": np.stack([fit["coef"][b, :, j] for j, b in enumerate(best)], axis=1),
+            "alpha": alphas[best], "val_mse": mse[best, k], "val_pred": val_pred[best, :, k].T}
+
+
 def ridge_select(
     x, y: np.ndarray, *, train: np.ndarray, val: np.ndarray, alphas: np.ndarray = ALPHAS
 ) -> tuple[np.ndarray, dict]:
@@ -129,14 +146,9 @@ def ridge_select(
     see `ridge_coefficients`). Features are standardised with training statistics. Returns
     (predictions, info) where info holds the chosen penalty per target.
     """
-    y = np.asarray(y, np.float64)
-    fit = ridge_coefficients(x, y, train=train, alphas=alphas)
-    val_pred = ridge_predict(x, val, fit, fit["coef"])  # (A, m, K)
-    mse = ((val_pred - y[val][None]) ** 2).mean(1)  # (A, K)
-    best = mse.argmin(0)  # (K,)
-    chosen = np.stack([fit["coef"][best[k], :, k] for k in range(y.shape[1])], axis=1)  # (p, K)
-    pred = ridge_predict(x, np.arange(len(y)), fit, chosen)
-    return pred, {"alpha": [float(alphas[b]) for b in best], "val_mse": [float(mse[b, k]) for k, b in enumerate(best)]}
+    fit = ridge_fit_select(x, y, train=train, val=val, alphas=alphas)
+    pred = ridge_predict(x, np.arange(len(y)), fit, fit["chosen"])
+    return pred, {"alpha": [float(a) for a in fit["alpha"]], "val_mse": [float(m) for m in fit["val_mse"]]}
 
 
 def position_features(positions: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:

@@ -370,28 +370,16 @@ def pixel_ridge(x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndar
         {"weight": (K, C, w, w), "bias": (K,), "val_pred": (len(val_index), K),
          "val_r2": (K,) (-inf for a constant target), "alpha": (K,)}
     """
-    from .baselines import ALPHAS, ridge_coefficients, ridge_predict  # baselines imports this module
+    from .baselines import _block, ridge_fit_select  # baselines imports this module
 
     y = np.asarray(y, np.float64)
-    fit = ridge_coefficients(x, y, train=train_index, alphas=ALPHAS)
+    fit = ridge_fit_select(x, y, train=train_index, val=val_index)
     yv = y[val_index]
-    all_pred = ridge_predict(x, val_index, fit, fit["coef"])  # (A, m, K)
-    mse = ((all_pred - yv[None]) ** 2).mean(1)  # (A, K)
-    best = mse.argmin(0)
-    k = np.arange(y.shape[1])
     var = yv.var(0)
-    r2 = np.where(var > 0, 1.0 - mse[best, k] / np.where(var > 0, var, 1.0), -np.inf)
-    coef = np.stack([fit["coef"][b, :, j] for j, b in enumerate(best)], axis=0) / fit["sd"]  # (K, p) on x
-    first = _block_shape(x)
-    return {"weight": coef.reshape(y.shape[1], *first), "bias": fit["ym"] - coef @ fit["mu"],
-            "val_pred": all_pred[best, :, k].T, "val_r2": r2, "alpha": ALPHAS[best]}
-
-
-def _block_shape(x) -> tuple[int, ...]:
-    """(C, w, w) of the patches of an array or a `PatchSource`."""
-    from ..scale.patches import PatchSource
-
-    return tuple(x.take(np.arange(1)).shape[1:]) if isinstance(x, PatchSource) else tuple(np.shape(x)[1:])
+    r2 = np.where(var > 0, 1.0 - fit["val_mse"] / np.where(var > 0, var, 1.0), -np.inf)
+    coef = fit["chosen"].T / fit["sd"]  # (K, p) on x
+    return {"weight": coef.reshape(y.shape[1], *_block(x, np.arange(1)).shape[1:]), "bias": fit["ym"] - coef @ fit["mu"],
+            "val_pred": fit["val_pred"], "val_r2": r2, "alpha": fit["alpha"]}
 
 
 def fit_linear_base(model: ViTRegressor, x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray,
@@ -553,7 +541,7 @@ def describe_training(history: dict, names: list[str]) -> list[str]:
     base = history.get("linear_base")
     if base:
         kept = [f"{n} ({r:.2f})" for n, u, r in zip(names, base["used"], base["ridge_val_r2"]) if u]
-        out.append(f"Linear base (--linear-base, ridge on the pixels, kept where its validation R² >= {base['min_val_r2']:g}): "
+        out.append(f"Linear base (round 10: ridge on the pixels fitted before training, kept where its validation R² >= {base['min_val_r2']:g}): "
                    + (", ".join(kept) if kept else "no target") + "; the ViT learned what it leaves.")
     left = [f"{n} (after epoch {e})" for n, e in zip(names, history.get("frozen_from") or []) if e is not None]
     if left:
