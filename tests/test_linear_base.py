@@ -111,6 +111,8 @@ def test_linear_base_refuses_what_it_cannot_follow():
         m.set_linear_base(torch.zeros(2, 2, 16, 16), torch.zeros(2))
     with pytest.raises(ValueError, match=r"weight: expected shape \(2, 2, 16, 16\)"):
         _model().set_linear_base(torch.zeros(2, 16, 16), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"bias: expected 2 finite values"):
+        predict_linearly(m, [0], torch.zeros(2, 2, 16, 16), torch.tensor([0.0, float("nan")]))
     with pytest.raises(ValueError, match=r"targets: expected output indices in \[0, 2\)"):
         predict_linearly(m, [2], torch.zeros(2, 2, 16, 16), torch.zeros(2))
 

@@ -267,16 +267,22 @@ class ViTRegressor(nn.Module):
         cfg = self.cfg
         if not cfg.linear_base:
             raise ValueError("linear_base: this model was built without a linear base (ViTConfig.linear_base=False)")
-        w = torch.as_tensor(weight, dtype=self.base_weight.dtype)
-        want = (cfg.n_outputs, cfg.in_channels, cfg.window, cfg.window)
-        if tuple(w.shape) != want:
-            raise ValueError(f"weight: expected shape {want}, got {tuple(w.shape)}")
-        b = torch.as_tensor(bias, dtype=self.head.bias.dtype).reshape(-1)
-        if len(b) != cfg.n_outputs or not (torch.isfinite(w).all() and torch.isfinite(b).all()):
-            raise ValueError(f"bias: expected {cfg.n_outputs} finite values (and a finite weight), got {tuple(b.shape)}")
+        w, b = self._check_base(weight, bias)
         with torch.no_grad():
             self.base_weight.copy_(self._token_layout(w))
             self.head.bias.add_(b.to(self.head.bias.device))
+
+    def _check_base(self, weight, bias) -> tuple[torch.Tensor, torch.Tensor]:
+        """A linear base's (K, C, w, w) weight and (K,) bias as tensors, or a ValueError naming which is wrong."""
+        cfg = self.cfg
+        w = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+        want = (cfg.n_outputs, cfg.in_channels, cfg.window, cfg.window)
+        if tuple(w.shape) != want:
+            raise ValueError(f"weight: expected shape {want}, got {tuple(w.shape)}")
+        b = torch.as_tensor(np.asarray(bias), dtype=torch.float32).reshape(-1)
+        if len(b) != cfg.n_outputs or not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise ValueError(f"bias: expected {cfg.n_outputs} finite values (and a finite weight), got {tuple(b.shape)}")
+        return w, b
 
     def _token_layout(self, w: torch.Tensor) -> torch.Tensor:
         """(K, C, w, w) pixel weights -> (K, T-1, C p p), the layout of `_pixel_tokens`."""
@@ -390,8 +396,7 @@ def predict_linearly(model: ViTRegressor, targets, weight, bias) -> ViTRegressor
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     if unexpected or set(missing) - {"base_weight"}:
         raise ValueError(f"model: its weights do not fit its own config (missing {missing}, unexpected {unexpected})")
-    w = torch.as_tensor(np.asarray(weight), dtype=new.base_weight.dtype)
-    b = torch.as_tensor(np.asarray(bias), dtype=new.head.bias.dtype)
+    w, b = new._check_base(weight, bias)
     k = torch.as_tensor(sorted(set(int(t) for t in targets)), dtype=torch.long)
     if len(k) and (k.min() < 0 or k.max() >= model.cfg.n_outputs):
         raise ValueError(f"targets: expected output indices in [0, {model.cfg.n_outputs}), got {targets!r}")
