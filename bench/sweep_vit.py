@@ -99,6 +99,9 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # round 10: a closed-form ridge base fixed under the ViT (ViTConfig.linear_base), kept per target where
     # ridge's validation R² >= 0.5; the ViT learns what it leaves
     "spatial_linbase": ({"stem": 16, "readout": "spatial", "linear_base": True}, {"weight_decay": 0.3, "buffer": 8}),
+    # round 11: validate and keep a moving average of the weights (TrainConfig.ema), decay per step
+    "spatial_ema99": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "ema": 0.99}),
+    "spatial_ema995": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "ema": 0.995}),
 }
 
 

@@ -182,3 +182,58 @@ def test_bad_target_patience_is_named():
     with pytest.raises(ValueError, match="target_patience: expected .*got 2.5"):
         fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
                 train=TrainConfig(epochs=1, progress=False, target_patience=2.5))
+
+
+def test_ema_keeps_and_validates_the_moving_average():
+    """--ema: after each step the average moves by (1 - decay) toward the weights (the first update
+    copies them); validation scores the average, so the weights returned reproduce the best epoch's
+    recorded validation loss, and differ from a run without it; the module still pickles (ddp_spawn)."""
+    import pickle
+
+    from structattn.train.trainer import RegressionModule, TrainConfig, fit_vit
+
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=1, heads=2, stem=0, n_outputs=1)
+    torch.manual_seed(0)
+    module = RegressionModule(ViTRegressor(cfg), TrainConfig(ema=0.75, progress=False))
+    params = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # first update: a copy
+    assert torch.equal(params(module.evaluated), params(module.model))
+    before = params(module.evaluated)
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(2.0)
+    module.on_train_batch_end(None, None, 1)
+    assert torch.allclose(params(module.evaluated), 0.75 * before + 0.25 * params(module.model), atol=1e-6)
+    assert not any(p.requires_grad for p in module.ema.parameters())
+    again = pickle.loads(pickle.dumps(module))
+    assert torch.equal(params(again.evaluated), params(module.evaluated)) and again.ema.multi_avg_fn.decay == 0.75
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
+    y = (x[:, :, 4:8, 4:8].mean((1, 2, 3)) * 4)[:, None].astype(np.float32)
+    tr, va = np.arange(180), np.arange(180, 240)
+    fits = {}
+    for ema in (0.0, 0.9):
+        model, hist = fit_vit(x, y, train_index=tr, val_index=va, vit=cfg,
+                              train=TrainConfig(epochs=8, warmup=1, progress=False, ema=ema))
+        with torch.no_grad():
+            mse = float(((model(torch.as_tensor(x[va])) - torch.as_tensor(y[va])) ** 2).mean())
+        assert mse == pytest.approx(hist["best_val_loss"], rel=1e-4)  # the kept weights are the validated ones
+        fits[ema] = params(model)
+    assert not torch.allclose(fits[0.0], fits[0.9])
+
+
+def test_bad_ema_is_named():
+    from structattn.pipeline import RunConfig
+    from structattn.train.trainer import TrainConfig, fit_vit
+
+    with pytest.raises(ValueError, match=r"--ema: expected a decay in \[0, 1\) .*got 1.0"):
+        RunConfig(source="synthetic", ema=1.0)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=1, heads=2, stem=0, n_outputs=1)
+    x, y = np.zeros((8, 1, 16, 16), np.float32), np.zeros((8, 1), np.float32)
+    with pytest.raises(ValueError, match=r"ema: expected a decay in \[0, 1\) .*got -0.5"):
+        fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
+                train=TrainConfig(epochs=1, progress=False, ema=-0.5))

@@ -102,6 +102,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="leave a target's term out of the loss while its own validation MSE has not improved "
                         "for this many epochs (it comes back when it improves); the others go on; 0 = off (default "
                         f"{d.target_patience}; see docs/training.md)")
+    p.add_argument("--ema", type=float, default=d.ema,
+                   help="validate, pick the best epoch and keep an exponential moving average of the weights, "
+                        f"updated after every step with this decay (e.g. 0.99); 0 = off (default {d.ema}; see "
+                        "docs/training.md, round 11)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
@@ -233,7 +237,7 @@ def _config_from_args(args, source: str):
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, criterion=args.criterion,
         prefer_ridge=args.prefer_ridge,
-        target_patience=args.target_patience,
+        target_patience=args.target_patience, ema=args.ema,
         weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,

@@ -36,7 +36,7 @@ from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_basel
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_ema, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
 
 
 @dataclass
@@ -67,6 +67,8 @@ class RunConfig:
     criterion: str = "mse"  # what early stopping and the best epoch watch: "mse" or "log_mse" (docs/training.md)
     target_patience: int = 0  # > 0: a target's loss term is left out while its own validation MSE has not
     # improved for this many epochs, and comes back when it does (0 = off; docs/training.md, round 7)
+    ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay per step (0 = off;
+    # docs/training.md, round 11)
     augment: str = "none"  # "none", "flips" or "dihedral": only if the property cannot depend on orientation
     blocks: int = 4  # spatial split: blocks per image side
     split: str = "blocks"  # several samples: "blocks" within each sample, or "sample" (whole samples held out)
@@ -119,6 +121,10 @@ class RunConfig:
             self.target_patience = check_target_patience(self.target_patience)
         except ValueError as exc:
             raise ValueError(f"--{exc}".replace("target_patience", "target-patience", 1)) from None
+        try:
+            self.ema = check_ema(self.ema)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
         if self.pretrain_epochs < 0:
             raise ValueError(f"--pretrain-epochs: expected >= 0, got {self.pretrain_epochs}")
         if not isinstance(self.ensemble, int) or self.ensemble < 1:
@@ -417,7 +423,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, criterion=cfg.criterion,
-                            target_patience=cfg.target_patience, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
+                            target_patience=cfg.target_patience, ema=cfg.ema, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
                             seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]

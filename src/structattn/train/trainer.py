@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..nets.vit import ViTConfig, ViTRegressor
@@ -45,6 +46,8 @@ class TrainConfig:
     # not improved for this many epochs (a target that cannot be learned stops being over-fitted; it
     # comes back if the shared layers improve it); 0 = off
     augment: str = "none"  # "none", "flips" or "dihedral" (flips + 90-degree turns); see docs/training.md
+    ema: float = 0.0  # > 0: validate, pick the best epoch and keep an exponential moving average of the
+    # weights, updated after every step with this decay (0.99: about the last 100 steps); 0 = off
     seed: int = 0  # seeds weights, batches and augmentation
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # show Lightning's progress bar
@@ -80,6 +83,30 @@ def check_target_patience(value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"target_patience: expected a number of epochs >= 0 (0 = off), got {value!r}")
     return int(value)
+
+
+def check_ema(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"ema: expected a decay in [0, 1) (0 = off, e.g. 0.99), got {value!r}")
+    return float(value)
+
+
+class _EMAUpdate:
+    """`AveragedModel` update: ema <- decay * ema + (1 - decay) * current, for every parameter and
+    buffer at once. A module-level class, not torch's `get_ema_multi_avg_fn` closure, so the
+    module still pickles for ddp_spawn."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema: list[torch.Tensor], current: list[torch.Tensor], _n) -> None:
+        floats = [(e, c) for e, c in zip(ema, current) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1.0 - self.decay)
+        for e, c in zip(ema, current):
+            if not e.is_floating_point():
+                e.copy_(c)
 
 
 def check_augment(value) -> str:
@@ -132,6 +159,17 @@ class RegressionModule(L.LightningModule):
         # since it improved; a term is frozen (out of the loss) while that count reaches the patience
         self.target_best: list[float] | None = None
         self.target_since: list[int] | None = None
+        # TrainConfig.ema: a moving average of the weights (torch's AveragedModel), which validation,
+        # the best epoch and the weights kept then use; the optimiser still steps `model`
+        self.ema: AveragedModel | None = None
+        if check_ema(train.ema) > 0:
+            self.ema = AveragedModel(model, multi_avg_fn=_EMAUpdate(train.ema), use_buffers=True)
+            self.ema.requires_grad_(False)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validation scores and `_KeepBest` keeps: the moving average, or the model."""
+        return self.model if self.ema is None else self.ema.module
 
     # Resuming must continue exactly where the killed run was: Lightning restores weights,
     # optimiser, schedule and callbacks; the random streams (batch order, augmentation,
@@ -190,13 +228,17 @@ class RegressionModule(L.LightningModule):
         self._loss_n += len(x)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
     def on_validation_epoch_start(self) -> None:
         self._val_sse: torch.Tensor | None = None
         self._val_n = 0
 
     def validation_step(self, batch, _):
         x, y = batch
-        sse = ((self.model(x) - y) ** 2).detach().double().sum(0)  # per target; the epoch's MSEs at its end
+        sse = ((self.evaluated(x) - y) ** 2).detach().double().sum(0)  # per target; the epoch's MSEs at its end
         self._val_sse = sse if self._val_sse is None else self._val_sse + sse
         self._val_n += len(x)
 
@@ -271,7 +313,7 @@ class _KeepBest(Callback):
         val = float(trainer.callback_metrics.get("val_score", float("inf")))
         if val < self.best:
             self.best, self.epoch = val, int(trainer.current_epoch)
-            self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+            self.state = {k: v.detach().clone() for k, v in pl_module.evaluated.state_dict().items()}
 
     def on_train_end(self, trainer, pl_module) -> None:
         # the best weights into the module itself: under ddp_spawn only the module's weights
@@ -422,6 +464,7 @@ def fit_model(
     there, to the same result as an uninterrupted run with the same seed.
     """
     check_augment(train.augment)
+    check_ema(train.ema)
     ck_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     if ck_dir is not None and (ck_dir / "final.pt").is_file():  # finished before the interruption
         payload = _load_checkpoint_file(ck_dir / "final.pt")
