@@ -102,6 +102,8 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # round 11: validate and keep a moving average of the weights (TrainConfig.ema), decay per step
     "spatial_ema99": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "ema": 0.99}),
     "spatial_ema995": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "ema": 0.995}),
+    # round 12: longer masked-token pretraining under the spatial readout (round 2 tried 10 epochs with [CLS])
+    "spatial_mim40": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "pretrain_epochs": 40}),
 }
 
 
