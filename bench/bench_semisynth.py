@@ -82,7 +82,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
-CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "ensemble", "prefer_ridge", "seed")
+CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "pretrain_epochs", "ensemble", "prefer_ridge", "seed")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -240,6 +240,8 @@ if __name__ == "__main__":
                     help="run with this --target-patience instead of the default (sweep round 7, docs/training.md)")
     ap.add_argument("--ema", type=float, default=None,
                     help="run with this --ema (moving average of the weights; sweep round 11, docs/training.md)")
+    ap.add_argument("--pretrain-epochs", type=int, default=None,
+                    help="run with this many epochs of masked-token pretraining (sweep round 12, docs/training.md)")
     ap.add_argument("--ensemble", type=int, default=None,
                     help="ensemble size instead of the default 3. R², verdicts and explanations come from the "
                          "primary model, which the ensemble does not change; 1 saves about a third of a run")
