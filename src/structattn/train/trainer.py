@@ -599,6 +599,7 @@ def _save_checkpoint_file(path: Path, payload: dict) -> None:
     buf = io.BytesIO()
     torch.save(payload, buf)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)  # pretraining writes before fit_model makes the folder
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)  # a kill never leaves half a file under the real name
 
