@@ -161,26 +161,29 @@ class _Identity(torch.autograd.Function):
         return r
 
 
-def _lxt_relevance(lf, m, x, target):
+def _lxt_relevance(lf, m, x, target, eps=1e-8):
     """Our ViT (linear token embedding, no attention bias) written with lxt's *explicit* rules:
-    relevance itself is propagated backward, not a modified gradient."""
+    relevance itself is propagated backward, not a modified gradient. `eps` is lxt's stabiliser of
+    the linear rule (its default 1e-6 alone moves the relevance by 1-4 % of its norm on some
+    samples of the toy; add2 and matmul use 1e-8 by default)."""
     cfg, b = m.cfg, len(x)
     x = x.detach().clone().requires_grad_(True)
     u = F.unfold(x, cfg.patch, stride=cfg.patch).transpose(1, 2)  # (B, g*g, C*p*p): the embedding is linear on it
-    h = lf.linear_epsilon(u, m.embed.weight.reshape(cfg.dim, -1), m.embed.bias)
+    linear_epsilon = lambda *a: lf.linear_epsilon(*a, epsilon=eps)  # noqa: E731
+    h = linear_epsilon(u, m.embed.weight.reshape(cfg.dim, -1), m.embed.bias)
     h = lf.add2(torch.cat([m.cls.expand(b, -1, -1), h], 1), m.pos.expand(b, -1, -1))
     for blk in m.blocks:
         a = blk.attn
         n = lf.layer_norm(h, blk.norm1.weight, blk.norm1.bias, blk.norm1.eps)
         _, t, d = n.shape
-        q, k, v = lf.linear_epsilon(n, a.qkv.weight, a.qkv.bias).reshape(b, t, 3, a.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = linear_epsilon(n, a.qkv.weight, a.qkv.bias).reshape(b, t, 3, a.heads, -1).permute(2, 0, 3, 1, 4)
         w = lf.softmax(lf.matmul(q, k.transpose(-2, -1)), -1, temperature=1 / a.scale)  # scale: relevance-neutral
-        o = lf.linear_epsilon(lf.matmul(w, v).transpose(1, 2).reshape(b, t, d), a.proj.weight, a.proj.bias)
+        o = linear_epsilon(lf.matmul(w, v).transpose(1, 2).reshape(b, t, d), a.proj.weight, a.proj.bias)
         h = lf.add2(h, o)
         fc1, _, _, fc2 = blk.mlp
-        z = lf.linear_epsilon(lf.layer_norm(h, blk.norm2.weight, blk.norm2.bias, blk.norm2.eps), fc1.weight, fc1.bias)
-        h = lf.add2(h, lf.linear_epsilon(_Identity.apply(z), fc2.weight, fc2.bias))
-    y = lf.linear_epsilon(lf.layer_norm(h[:, 0], m.norm.weight, m.norm.bias, m.norm.eps), m.head.weight, m.head.bias)
+        z = linear_epsilon(lf.layer_norm(h, blk.norm2.weight, blk.norm2.bias, blk.norm2.eps), fc1.weight, fc1.bias)
+        h = lf.add2(h, linear_epsilon(_Identity.apply(z), fc2.weight, fc2.bias))
+    y = linear_epsilon(lf.layer_norm(h[:, 0], m.norm.weight, m.norm.bias, m.norm.eps), m.head.weight, m.head.bias)
     seed = torch.zeros_like(y)
     seed[:, target] = y[:, target].detach()  # LRP starts from the explained output's value
     (r,) = torch.autograd.grad(y, x, seed)
@@ -194,9 +197,9 @@ def test_matches_lxt_explicit_rules():
     for target in (0, 1):
         ref = _lxt_relevance(lf, model, x, target)
         ours = attnlrp_relevance(model, x, target=target)
-        # lxt stabilises every division with ε = 1e-6..1e-8; ours is the ε → 0 limit.
+        # lxt stabilises every division with ε = 1e-8 here; ours is the ε → 0 limit (measured 2e-4 to 5e-4)
         err = (ours - ref).norm() / ref.norm()
-        assert err < 1e-2, float(err)
+        assert err < 5e-3, float(err)
         assert torch.corrcoef(torch.stack([ours.flatten(), ref.flatten()]))[0, 1] > 0.999
 
 
