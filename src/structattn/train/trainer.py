@@ -161,8 +161,8 @@ class RegressionModule(L.LightningModule):
         self.target_since: list[int] | None = None
         # TrainConfig.ema: a moving average of the weights (torch's AveragedModel), which validation,
         # the best epoch and the weights kept then use; the optimiser still steps `model`
-        self.ema: AveragedModel | None = None
-        if check_ema(train.ema) > 0:
+        self.ema: AveragedModel | None = None  # fit_model checks the decay before building this module
+        if train.ema > 0:
             self.ema = AveragedModel(model, multi_avg_fn=_EMAUpdate(train.ema), use_buffers=True)
             self.ema.requires_grad_(False)
 
