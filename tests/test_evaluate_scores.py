@@ -53,6 +53,36 @@ def test_true_ordering_beats_random_on_a_linear_model():
     assert r_bad["deletion_auc"] > r["random_deletion_auc"]
 
 
+def test_curves_for_several_targets_at_once_equal_one_target_at_a_time():
+    """One token order scored for every output in one pass (shared maps, the random order)
+    gives each target's own curves: the per-target output gap normalises each."""
+
+    class TwoOutputs(nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.w = nn.Parameter(w)
+            self.cfg = SimpleNamespace(patch=4, grid=4, n_outputs=2)
+
+        def forward(self, x):
+            return torch.stack([(x * self.w[0]).sum((1, 2, 3)), 5 * (x * self.w[1]).sum((1, 2, 3)) ** 2], 1)
+
+    from structattn.evaluate.faithfulness import deletion_insertion_targets
+
+    g = torch.Generator().manual_seed(1)
+    model = TwoOutputs(torch.randn(2, 1, 1, 16, 16, generator=g))
+    x = torch.randn(12, 1, 16, 16, generator=g)
+    maps = torch.rand(12, 16, 16, generator=g)
+    both = deletion_insertion_targets(model, x, maps, targets=[1, 0], steps=8, seed=3)
+    for got, t in zip(both, (1, 0)):
+        want = deletion_insertion(model, x, maps, target=t, steps=8, seed=3)
+        assert set(got) == set(want)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    assert both[0]["deletion_auc"] != pytest.approx(both[1]["deletion_auc"], abs=1e-3)  # really two targets
+    alone = deletion_insertion_targets(model, x, maps, targets=[0], steps=8, seed=3, with_maps=False)[0]
+    assert "deletion_auc" not in alone and alone["random_deletion_auc"] == pytest.approx(both[1]["random_deletion_auc"])
+
+
 def test_deletion_rejects_mismatched_maps():
     model = Linear(torch.ones(1, 1, 16, 16))
     with pytest.raises(ValueError, match="maps"):
@@ -69,6 +99,47 @@ def test_ground_truth_perfect_inverted_and_uniform():
     assert flat["auroc"] == 0.5 and flat["mass_ratio"] == pytest.approx(1.0)
     with pytest.raises(TypeError, match="masks"):
         ground_truth_scores(np.ones(masks.shape), masks.astype(int))
+
+
+def test_row_rank_statistics_match_sklearn_and_scipy_per_row():
+    """The vectorised AUROC and Spearman equal the per-row library calls, ties and all."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    from structattn.evaluate._tokens import row_auroc, row_spearman
+
+    rng = np.random.default_rng(4)
+    s = np.round(rng.standard_normal((30, 50)), 1)  # rounded: many tied scores
+    y = rng.random((30, 50)) < rng.uniform(0.05, 0.6, (30, 1))
+    y[0], y[1] = True, False  # one class only: undefined
+    got = row_auroc(s, y)
+    assert np.isnan(got[:2]).all()
+    np.testing.assert_allclose(got[2:], [roc_auc_score(yi, si) for yi, si in zip(y[2:], s[2:])], atol=1e-12)
+    b = np.round(s + rng.standard_normal(s.shape), 1)
+    b[3] = 7.0  # constant row: no ranking
+    rho = row_spearman(s, b)
+    assert np.isnan(rho[3])
+    want = [spearmanr(x, z).statistic for i, (x, z) in enumerate(zip(s, b)) if i != 3]
+    np.testing.assert_allclose(np.delete(rho, 3), want, atol=1e-12)
+    with pytest.raises(ValueError, match="labels"):
+        row_auroc(s, y[:, :10])
+
+
+def test_ground_truth_within_a_region_per_point_or_shared():
+    rng = np.random.default_rng(5)
+    maps = rng.random((6, 8, 8))
+    masks = rng.random((6, 8, 8)) < 0.3
+    disk = np.zeros((8, 8), bool)
+    disk[2:6, 1:7] = True
+    shared = ground_truth_scores(maps, masks, within=disk)
+    per_point = ground_truth_scores(maps, masks, within=np.broadcast_to(disk, maps.shape).copy() | (np.arange(6) == 0)[:, None, None])
+    from sklearn.metrics import roc_auc_score
+
+    want = np.mean([roc_auc_score(m[disk], a[disk]) for m, a in zip(masks, maps)])
+    assert shared["auroc"] == pytest.approx(want, abs=1e-12) and shared["n_points"] == 6
+    want0 = roc_auc_score(masks[0].ravel(), maps[0].ravel())  # point 0 scored over its whole window
+    rest = [roc_auc_score(m[disk], a[disk]) for m, a in zip(masks[1:], maps[1:])]
+    assert per_point["auroc"] == pytest.approx(np.mean([want0, *rest]), abs=1e-12)
 
 
 def test_centre_prior_is_centred_and_ranks_by_distance():

@@ -30,7 +30,8 @@ def run(tmp_path_factory):
     cfg = RunConfig(source=f"semisynthetic:image={TEXTURE},rules=wall_density+trend+noise+amp_corner,spacing=7,"
                            "noise=0.1",
                     epochs=25, patience=8, cnn_baseline=False, methods=("attention",), points="8",
-                    progress=False, domains=False, ensemble=2, prefer_ridge=True)
+                    progress=False, domains=False, ensemble=2, prefer_ridge=True,
+                    depth=2)  # half the default depth: 71 s instead of 110 s; wall_density R² 0.80 (0.81 at 4)
     return run_pipeline(cfg, out)
 
 

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
-
-from ._tokens import infer_patch, token_scores
+from ._tokens import infer_patch, row_spearman, token_scores
 
 
 def _spearman_rows(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over points of the Spearman correlation of two (M, T) score arrays (NaN-safe)."""
-    vals = []
-    for x, y in zip(a, b):
-        if np.ptp(x) == 0 or np.ptp(y) == 0:
-            continue  # a constant map has no ranking
-        vals.append(spearmanr(x, y).statistic)
-    return float(np.mean(vals)) if vals else float("nan")
+    rho = row_spearman(a, b)  # NaN where a map is constant: it has no ranking
+    rho = rho[np.isfinite(rho)]
+    return float(np.mean(rho)) if len(rho) else float("nan")
 
 
 def _topk(a: np.ndarray, b: np.ndarray, k: int) -> float:

@@ -23,16 +23,18 @@ from torch import nn
 from ._tokens import token_scores
 
 
-def _curve(model, patches, order, *, target, baseline, steps, patch, insert):
+def _curves(model, patches, order, *, targets, baseline, steps, patch, insert):
+    """One curve per output in `targets` for one token order: the forwards are shared."""
     b, c, w, _ = patches.shape
     g = w // patch
     m = g * g
     counts = np.unique(np.linspace(0, m, steps + 1).round().astype(int))  # tokens changed at each step
     base = torch.full_like(patches, baseline)
+    tg = list(targets)
     with torch.no_grad():
-        f_x = model(patches)[:, target]
-        f_b = model(base)[:, target]
-        gap = (f_x - f_b).abs().mean().clamp_min(1e-12)
+        f_x = model(patches)[:, tg]
+        f_b = model(base)[:, tg]
+        gap = (f_x - f_b).abs().mean(0).clamp_min(1e-12)
         ranks = torch.empty(b, m, dtype=torch.long)
         ranks.scatter_(1, torch.as_tensor(order), torch.arange(m).expand(b, m).clone())  # rank of each token
         vals = []
@@ -41,12 +43,12 @@ def _curve(model, patches, order, *, target, baseline, steps, patch, insert):
             chosen = chosen.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
             if insert:
                 xk = base + chosen * (patches - base)
-                vals.append(float(1 - (model(xk)[:, target] - f_x).abs().mean() / gap))
+                vals.append((1 - (model(xk)[:, tg] - f_x).abs().mean(0) / gap).double().numpy())
             else:
                 xk = patches + chosen * (base - patches)
-                vals.append(float((model(xk)[:, target] - f_b).abs().mean() / gap))
+                vals.append(((model(xk)[:, tg] - f_b).abs().mean(0) / gap).double().numpy())
     frac = counts / m
-    return frac, np.asarray(vals)
+    return frac, np.stack(vals)  # (S,), (S, len(targets))
 
 
 def deletion_insertion(
@@ -87,6 +89,31 @@ def deletion_insertion(
         >>> sorted(r)[:2]
         ['deletion', 'deletion_auc']
     """
+    return deletion_insertion_targets(
+        model, patches, maps, targets=[target], baseline=baseline, steps=steps, patch=patch, seed=seed,
+        with_random=with_random,
+    )[0]
+
+
+def deletion_insertion_targets(
+    model: nn.Module,
+    patches: torch.Tensor,
+    maps,
+    *,
+    targets,
+    baseline: float = 0.0,
+    steps: int | None = None,
+    patch: int | None = None,
+    seed: int = 0,
+    with_random: bool = True,
+    with_maps: bool = True,
+) -> list[dict]:
+    """`deletion_insertion` of one token order for several outputs at once (one list entry per
+    target, equal to ``deletion_insertion(..., target=t)``): a map that does not depend on the
+    target (raw attention, rollout, the centre prior) and the random order need the perturbed
+    forwards only once. ``with_maps=False`` computes the random-order curves alone (`maps`
+    then only gives the shape).
+    """
     patch = model.cfg.patch if patch is None else patch
     if not isinstance(patches, torch.Tensor) or patches.ndim != 4:
         raise ValueError(f"patches: expected a (B, C, w, w) tensor, got {getattr(patches, 'shape', type(patches))}")
@@ -97,17 +124,23 @@ def deletion_insertion(
     steps = m if steps is None else int(steps)
     if not 1 <= steps <= m:
         raise ValueError(f"steps: expected an integer in [1, {m}] (tokens), got {steps}")
+    targets = [int(t) for t in targets]
     rng = np.random.default_rng(seed)
     # Stable sort of -score: ties (e.g. a flat map) fall back to token order, deterministic.
     order = np.argsort(-scores, axis=1, kind="stable")
     rand = np.stack([rng.permutation(m) for _ in range(len(scores))])
-    out: dict = {}
-    for name, o in (("", order), ("random_", rand))[: 2 if with_random else 1]:
+    out: list[dict] = [{} for _ in targets]
+    orders = [("", order)] if with_maps else []
+    orders += [("random_", rand)] if with_random else []
+    for name, o in orders:
         for kind in ("deletion", "insertion"):
-            frac, curve = _curve(
-                model, patches, o, target=target, baseline=baseline, steps=steps, patch=patch, insert=kind == "insertion"
+            frac, curves = _curves(
+                model, patches, o, targets=targets, baseline=baseline, steps=steps, patch=patch,
+                insert=kind == "insertion",
             )
-            out[name + kind] = curve.tolist()
-            out[name + kind + "_auc"] = float(np.trapezoid(curve, frac))
-    out["fraction"] = frac.tolist()
+            for j, d in enumerate(out):
+                d[name + kind] = curves[:, j].tolist()
+                d[name + kind + "_auc"] = float(np.trapezoid(curves[:, j], frac))
+    for d in out:
+        d["fraction"] = frac.tolist()
     return out

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
-
-from ._tokens import as_numpy
+from ._tokens import as_numpy, row_auroc
 
 
 def ground_truth_scores(maps, masks, *, within=None) -> dict:
@@ -36,14 +34,17 @@ def ground_truth_scores(maps, masks, *, within=None) -> dict:
     if a.shape != mk.shape or a.ndim != 3:
         raise ValueError(f"masks: expected the shape of maps {a.shape} (M, w, w), got {mk.shape}")
     a2, m2 = a.reshape(len(a), -1), mk.reshape(len(mk), -1)
-    if within is not None:
-        wi = np.broadcast_to(np.asarray(within, dtype=bool), mk.shape).reshape(len(mk), -1)
-        sel = [(m2[i][wi[i]], a2[i][wi[i]]) for i in range(len(a2))]
+    if within is None:
+        aucs = row_auroc(a2, m2)
     else:
-        sel = list(zip(m2, a2))
-    aucs = [roc_auc_score(m, s) for m, s in sel if 0 < m.sum() < len(m)]
+        wi = np.broadcast_to(np.asarray(within, dtype=bool), mk.shape).reshape(len(mk), -1)
+        if (wi == wi[:1]).all():  # one region for every point: score its columns together
+            aucs = row_auroc(a2[:, wi[0]], m2[:, wi[0]]) if len(wi) else np.zeros(0)
+        else:
+            aucs = np.array([row_auroc(a2[i, wi[i]][None], m2[i, wi[i]][None])[0] for i in range(len(a2))])
+    aucs = aucs[np.isfinite(aucs)]  # points whose mask is neither empty nor full
     share = (a2 * m2).sum(1) / np.maximum(a2.sum(1), 1e-12)
     area = m2.mean(1)
     has = area > 0
     ratio = float(share[has].mean() / area[has].mean()) if has.any() else float("nan")
-    return {"auroc": float(np.mean(aucs)) if aucs else float("nan"), "mass_ratio": ratio, "n_points": len(aucs)}
+    return {"auroc": float(np.mean(aucs)) if len(aucs) else float("nan"), "mass_ratio": ratio, "n_points": len(aucs)}

@@ -11,7 +11,7 @@ from torch import nn
 from ..explain import ATTENTION_FAMILY, make_explainer
 from .agreement import agreement
 from .cost import measure_cost
-from .faithfulness import deletion_insertion
+from .faithfulness import deletion_insertion, deletion_insertion_targets
 from .ground_truth import ground_truth_scores
 from .sanity import randomisation_check
 
@@ -83,19 +83,25 @@ def evaluate_methods(
             ex = factory(model)
             tgt = t if ex.needs_target else None
             if not ex.needs_target and name in shared:
-                a, cost, rnd = shared[name]
+                a, cost, rnd, dis = shared[name]
+                di = dis[list(targets).index(t)]
             else:
                 if warmup:
                     ex.attribute(patches[:1], target=tgt)
                 a, cost = measure_cost(ex, patches, target=tgt)
                 rnd = randomisation_check(factory, model, patches[:n_rand], tgt, seed=seed, maps=a[:n_rand])
-                if not ex.needs_target:
-                    shared[name] = (a, cost, rnd)
+                if not ex.needs_target:  # one map for every target: its curves for all of them at once
+                    dis = deletion_insertion_targets(
+                        model, patches, a, targets=targets, steps=faithfulness_steps, seed=seed, with_random=False
+                    )
+                    shared[name] = (a, cost, rnd, dis)
+                    di = dis[0]
+                else:
+                    di = deletion_insertion(
+                        model, patches, a, target=t, steps=faithfulness_steps, seed=seed, with_random=False
+                    )
             row = dict(cost)
             row["randomisation_spearman"] = rnd["spearman"]
-            di = deletion_insertion(
-                model, patches, a, target=t, steps=faithfulness_steps, seed=seed, with_random=False
-            )
             row["deletion_auc"], row["insertion_auc"] = di["deletion_auc"], di["insertion_auc"]
             row["curves"] = {k: di[k] for k in ("fraction", "deletion", "insertion")}
             if masks is not None and tname in masks:
@@ -105,9 +111,13 @@ def evaluate_methods(
             row["attention_family"] = name in ATTENTION_FAMILY
             scores[tname][name] = row
             maps[tname][name] = a.numpy().astype(np.float32)
-        # Random order: same reference for every method of this target.
-        anymap = next(iter(maps[tname].values()))
-        di = deletion_insertion(model, patches, anymap, target=t, steps=faithfulness_steps, seed=seed)
+        # Random order: same reference for every method and (one seeded order) every target.
+        if "_random" not in shared:
+            shared["_random"] = deletion_insertion_targets(
+                model, patches, maps[tname][all_methods[0]], targets=targets, steps=faithfulness_steps, seed=seed,
+                with_maps=False,
+            )
+        di = shared["_random"][list(targets).index(t)]
         scores[tname]["_random"] = {
             "deletion_auc": di["random_deletion_auc"],
             "insertion_auc": di["random_insertion_auc"],
