@@ -49,6 +49,26 @@ def test_descriptor_targets_resolved_from_loops(beps):
         resolve_targets(beps, "V+,Vc")
 
 
+def test_loop_fit_is_reused_for_the_same_loops_and_redone_for_others(beps, monkeypatch):
+    """The report's loop sections reuse the targets stage's fit (same loops by content), and a
+    change to any loop gives a fresh fit."""
+    from structattn import loops, targets
+
+    calls = []
+    real = loops.compute_descriptors
+    monkeypatch.setattr(loops, "compute_descriptors", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sub = beps.subset(np.arange(200))
+    first = targets._loop_analysis(sub)
+    again = targets._loop_analysis(beps.subset(np.arange(200)))  # a new object, the same content
+    assert again is first and len(calls) == 1
+    changed = beps.subset(np.arange(200))
+    changed.loops[7] = changed.loops[7][::-1]
+    other = targets._loop_analysis(changed)
+    assert len(calls) == 2 and other is not first
+    assert not np.array_equal(other.values["V+"][7], first.values["V+"][7], equal_nan=True)
+    np.testing.assert_array_equal(other.values["V+"][:7], first.values["V+"][:7])
+
+
 def test_cli_structure_from_option_reaches_run_config():
     from structattn.cli import _config_from_args, build_parser
 

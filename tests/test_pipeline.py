@@ -66,7 +66,15 @@ def test_same_seed_same_result(tmp_path):
     pa, pb = RunFolder(a.out).predictions, RunFolder(b.out).predictions
     np.testing.assert_array_equal(pa["y_pred"], pb["y_pred"])
     np.testing.assert_array_equal(pa["y_std"], pb["y_std"])  # the deep ensemble too (default --ensemble 3)
-    c = run_pipeline(RunConfig(**dict(cfg, seed=1)), tmp_path / "c")
+    # baselines (the CNN's training included) and every explanation score, timings aside
+    assert [t["baselines"] for t in a.metrics["targets"].values()] == [t["baselines"] for t in b.metrics["targets"].values()]
+    sa, sb = a.metrics["explanations"]["scores"], b.metrics["explanations"]["scores"]
+    for tname in sa:
+        for m in sa[tname]:
+            for key in ("auroc", "deletion_auc", "insertion_auc", "randomisation_spearman", "agreement_spearman"):
+                assert sa[tname][m].get(key) == sb[tname][m].get(key), (tname, m, key)
+    # another seed: only the predictions are compared, so this run skips explanations beyond attention
+    c = run_pipeline(RunConfig(**dict(cfg, seed=1, methods=("attention",), domains=False)), tmp_path / "c")
     assert not np.array_equal(RunFolder(c.out).predictions["y_pred"], pa["y_pred"])
 
 

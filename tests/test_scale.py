@@ -256,7 +256,7 @@ def test_structattn_run_never_cuts_more_than_a_batch_of_patches(monkeypatch, tmp
 
     monkeypatch.setattr(baselines, "ROW_BATCH", 256)  # ridge rows; predictions go 512 at a time
     cfg = pipeline.RunConfig(source=str(beps), targets="V+,imprint", epochs=1, ensemble=2, patience=1, points="4",
-                             methods=("attention",), domains=False, progress=False)
+                             methods=("attention",), domains=False, progress=False, dim=16, depth=1, heads=2)
     res = pipeline.run_pipeline(cfg, tmp_path / "run")
     split = res.metrics["split"]
     assert len(asked) > 20
