@@ -99,6 +99,10 @@ def test_ground_truth_perfect_inverted_and_uniform():
     assert flat["auroc"] == 0.5 and flat["mass_ratio"] == pytest.approx(1.0)
     with pytest.raises(TypeError, match="masks"):
         ground_truth_scores(np.ones(masks.shape), masks.astype(int))
+    broken = np.ones(masks.shape)
+    broken[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="non-finite values in 1 of 4 maps"):
+        ground_truth_scores(broken, masks)
 
 
 def test_row_rank_statistics_match_sklearn_and_scipy_per_row():

@@ -34,6 +34,9 @@ def ground_truth_scores(maps, masks, *, within=None) -> dict:
     if a.shape != mk.shape or a.ndim != 3:
         raise ValueError(f"masks: expected the shape of maps {a.shape} (M, w, w), got {mk.shape}")
     a2, m2 = a.reshape(len(a), -1), mk.reshape(len(mk), -1)
+    if not np.isfinite(a2).all():
+        bad = int((~np.isfinite(a2)).any(1).sum())
+        raise ValueError(f"maps: expected finite attributions, got non-finite values in {bad} of {len(a2)} maps")
     if within is None:
         aucs = row_auroc(a2, m2)
     else:
