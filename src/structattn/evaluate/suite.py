@@ -95,7 +95,7 @@ def evaluate_methods(
                         model, patches, a, targets=targets, steps=faithfulness_steps, seed=seed, with_random=False
                     )
                     shared[name] = (a, cost, rnd, dis)
-                    di = dis[0]
+                    di = dis[list(targets).index(t)]
                 else:
                     di = deletion_insertion(
                         model, patches, a, target=t, steps=faithfulness_steps, seed=seed, with_random=False
