@@ -11,7 +11,7 @@ from torch import nn
 from ..explain import ATTENTION_FAMILY, make_explainer
 from .agreement import agreement
 from .cost import measure_cost
-from .faithfulness import deletion_insertion, deletion_insertion_targets
+from .faithfulness import deletion_insertion_targets
 from .ground_truth import ground_truth_scores
 from .sanity import randomisation_check
 
@@ -90,16 +90,14 @@ def evaluate_methods(
                     ex.attribute(patches[:1], target=tgt)
                 a, cost = measure_cost(ex, patches, target=tgt)
                 rnd = randomisation_check(factory, model, patches[:n_rand], tgt, seed=seed, maps=a[:n_rand])
-                if not ex.needs_target:  # one map for every target: its curves for all of them at once
-                    dis = deletion_insertion_targets(
-                        model, patches, a, targets=targets, steps=faithfulness_steps, seed=seed, with_random=False
-                    )
+                # a map for every target (not ex.needs_target): its curves for all of them at once
+                scored = list(targets) if not ex.needs_target else [t]
+                dis = deletion_insertion_targets(
+                    model, patches, a, targets=scored, steps=faithfulness_steps, seed=seed, with_random=False
+                )
+                di = dis[scored.index(t)]
+                if not ex.needs_target:
                     shared[name] = (a, cost, rnd, dis)
-                    di = dis[list(targets).index(t)]
-                else:
-                    di = deletion_insertion(
-                        model, patches, a, target=t, steps=faithfulness_steps, seed=seed, with_random=False
-                    )
             row = dict(cost)
             row["randomisation_spearman"] = rnd["spearman"]
             row["deletion_auc"], row["insertion_auc"] = di["deletion_auc"], di["insertion_auc"]
