@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_loopfit.py
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_latent.py
+	$(PY) bench/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) runs
