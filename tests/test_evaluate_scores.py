@@ -79,6 +79,8 @@ def test_curves_for_several_targets_at_once_equal_one_target_at_a_time():
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
     assert both[0]["deletion_auc"] != pytest.approx(both[1]["deletion_auc"], abs=1e-3)  # really two targets
+    with pytest.raises(ValueError, match=r"targets: expected output indices in \[0, 2\), got \[0, 2\]"):
+        deletion_insertion_targets(model, x, maps, targets=[0, 2])
     alone = deletion_insertion_targets(model, x, maps, targets=[0], steps=8, seed=3, with_maps=False)[0]
     assert "deletion_auc" not in alone and alone["random_deletion_auc"] == pytest.approx(both[1]["random_deletion_auc"])
 

@@ -125,6 +125,9 @@ def deletion_insertion_targets(
     if not 1 <= steps <= m:
         raise ValueError(f"steps: expected an integer in [1, {m}] (tokens), got {steps}")
     targets = [int(t) for t in targets]
+    n_out = getattr(getattr(model, "cfg", None), "n_outputs", None)
+    if not targets or (n_out is not None and not all(0 <= t < n_out for t in targets)):
+        raise ValueError(f"targets: expected output indices in [0, {n_out}), got {targets}")
     rng = np.random.default_rng(seed)
     # Stable sort of -score: ties (e.g. a flat map) fall back to token order, deterministic.
     order = np.argsort(-scores, axis=1, kind="stable")
