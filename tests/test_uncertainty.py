@@ -86,6 +86,59 @@ def test_conformal_calibration_is_nominal_where_gaussian_scaling_is_not():
     assert conformal_quantiles(np.arange(1.0, 10.0), levels=(0.5, 0.9))[1] == 9.0
 
 
+def test_regularised_normaliser_stays_valid_and_round_trips():
+    """score |y - mean| / (spread + median spread): still conformal, so nominal on exchangeable data."""
+    rng = np.random.default_rng(7)
+
+    def draw(n):
+        spread = rng.lognormal(-1.0, 1.0, (n, 2))
+        err = (0.5 + spread) * rng.standard_normal((n, 2))  # errors grow with the spread, plus a floor
+        return err, np.zeros((n, 2)), spread
+
+    y_val, m_val, s_val = draw(3000)
+    y_test, m_test, s_test = draw(20000)
+    cal = fit_calibration(y_val, m_val, s_val, normaliser="spread+median", constant=[False, True])
+    np.testing.assert_allclose(cal.offset, [np.median(s_val[:, 0]), 0.0])  # a constant target takes no offset
+    for level in (0.5, 0.68, 0.95):
+        np.testing.assert_allclose(interval_coverage(y_test, m_test, s_test, cal, level), level, atol=0.02)
+    # the smallest spreads no longer get near-zero intervals: width ratio min/max shrinks toward 1
+    hw = cal.half_width(s_test, 0.95)[:, 0]
+    plain = fit_calibration(y_val, m_val, s_val).half_width(s_test, 0.95)[:, 0]
+    assert hw.min() / hw.max() > 3 * plain.min() / plain.max()
+    back = Calibration.from_dict(cal.to_dict(["a", "b"]), ["a", "b"])
+    np.testing.assert_allclose(back.half_width(s_test[:9], 0.95), cal.half_width(s_test[:9], 0.95))
+    np.testing.assert_allclose(back.apply(s_test[:9]), cal.apply(s_test[:9]))
+
+
+def test_block_conservative_quantiles_follow_the_wider_block():
+    """Two validation blocks, errors 1x and 2x the spread; a test block like the second one.
+
+    Pooled quantiles mix the blocks and under-cover it; block-conservative quantiles are the
+    second block's, so they hold the nominal share there.
+    """
+    rng = np.random.default_rng(11)
+
+    def draw(n, k):
+        spread = rng.uniform(0.2, 1.0, (n, 1))
+        return k * spread * rng.standard_normal((n, 1)), np.zeros((n, 1)), spread
+
+    (ya, ma, sa), (yb, mb, sb) = draw(1500, 1.0), draw(1500, 2.0)
+    y_val, m_val, s_val = np.vstack([ya, yb]), np.vstack([ma, mb]), np.vstack([sa, sb])
+    groups = np.repeat([3, 9], 1500)
+    y_test, m_test, s_test = draw(20000, 2.0)
+    pooled = fit_calibration(y_val, m_val, s_val)
+    block = fit_calibration(y_val, m_val, s_val, groups=groups)
+    np.testing.assert_allclose(block.quantiles, fit_calibration(yb, mb, sb).quantiles[:, :])  # the wider block's
+    assert interval_coverage(y_test, m_test, s_test, pooled, 0.95)[0] < 0.92  # about 0.90: the mixture's quantile
+    np.testing.assert_allclose(interval_coverage(y_test, m_test, s_test, block, 0.95), 0.95, atol=0.01)
+    with pytest.raises(ValueError, match="groups: expected one block id per point"):
+        fit_calibration(y_val, m_val, s_val, groups=groups[:10])
+    with pytest.raises(ValueError, match="conformal calibration only"):
+        fit_calibration(y_val, m_val, s_val, method="scale", normaliser="spread+median")
+    with pytest.raises(ValueError, match="normaliser: expected one of"):
+        fit_calibration(y_val, m_val, s_val, normaliser="median")
+
+
 # ----------------------------------------------------------------------------- acquisition
 @pytest.mark.parametrize("goal", [Goal("t", "min"), Goal("t", "max"), Goal("t", "value", 0.3)])
 def test_expected_improvement_matches_monte_carlo(goal):

@@ -74,6 +74,9 @@ class Calibration:
         constant: (K,) bool or None: targets whose spread is taken as 1 everywhere, so their
             intervals have one width, the validation residuals' (a target predicted by ridge,
             `structattn run --prefer-ridge`: every member gives the same value, spread 0).
+        offset: (K,) or None: β added to the spread before it scales the interval, so the
+            normaliser is ``spread + β`` (``fit_calibration(..., normaliser="spread+median")``);
+            not applied to `constant` targets.
 
     Example:
         >>> cal = Calibration(scale=np.array([2.0]), floor=np.array([0.0]), method="scale")
@@ -86,9 +89,12 @@ class Calibration:
     method: str = "scale"
     quantiles: np.ndarray | None = None
     constant: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     def _spread(self, spread: np.ndarray) -> np.ndarray:
         s = np.asarray(spread, np.float64)
+        if self.offset is not None:
+            s = s + self.offset
         return s if self.constant is None else np.where(self.constant, 1.0, s)
 
     def apply(self, spread: np.ndarray) -> np.ndarray:
@@ -112,6 +118,8 @@ class Calibration:
                 per[str(n)]["quantiles"] = [float(v) for v in self.quantiles[k]]
             if self.constant is not None and self.constant[k]:
                 per[str(n)]["constant_spread"] = True
+            if self.offset is not None:
+                per[str(n)]["offset"] = float(self.offset[k])
         out = {"method": self.method, "per_target": per}
         if self.quantiles is not None:
             out["levels"] = list(QLEVELS)
@@ -130,7 +138,9 @@ class Calibration:
             q = np.array([per[str(n)]["quantiles"] for n in names], float)
         return cls(scale=np.array([per[str(n)]["scale"] for n in names], float),
                    floor=np.array([per[str(n)]["floor"] for n in names], float), method=d.get("method", "scale"),
-                   quantiles=q, constant=np.array([bool(per[str(n)].get("constant_spread")) for n in names]))
+                   quantiles=q, constant=np.array([bool(per[str(n)].get("constant_spread")) for n in names]),
+                   offset=(np.array([float(per[str(n)].get("offset", 0.0)) for n in names])
+                           if any("offset" in per[str(n)] for n in names) else None))
 
 
 def _nll(params: np.ndarray, r2: np.ndarray, s2: np.ndarray) -> float:
@@ -151,8 +161,11 @@ def conformal_quantiles(scores: np.ndarray, levels=QLEVELS) -> np.ndarray:
     return s[rank - 1]
 
 
+NORMALISERS = ("spread", "spread+median")
+
+
 def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, method: str = "conformal",
-                    constant=None) -> Calibration:
+                    constant=None, normaliser: str = "spread", groups=None) -> Calibration:
     """Fit the calibration on held-out points (the validation blocks).
 
     Args:
@@ -163,20 +176,43 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
             "scale" (b = 0, a = RMS of the z-scores, which is also its maximum-likelihood
             value) or "scale+floor" (Gaussian maximum likelihood of a and b).
         constant: (K,) bool, targets whose spread is taken as 1 (`Calibration.constant`).
+        normaliser: "spread" (score |y - mean| / spread) or "spread+median" (score
+            |y - mean| / (spread + β), β the target's median validation spread: the sensitivity
+            parameter of Papadopoulos et al. 2008, so points the members happen to agree on do
+            not get near-zero intervals). Conformal only.
+        groups: (N,) block id of each point, or None. Given, the conformal quantile at each
+            level is the largest of the per-block quantiles (block-conservative), so one
+            validation block with larger errors sets the width. Conformal only.
     """
     if method not in CALIBRATIONS:
         raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {method!r}")
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"normaliser: expected one of {NORMALISERS}, got {normaliser!r}")
+    if method != "conformal" and (normaliser != "spread" or groups is not None):
+        raise ValueError(f"normaliser, groups: apply to the conformal calibration only, not to {method!r}")
     y, mean, spread = (np.asarray(a, np.float64) for a in (y, mean, spread))
     if y.ndim != 2 or y.shape != mean.shape or y.shape != spread.shape:
         raise ValueError(f"y, mean, spread: expected equal (N, K) shapes, got {y.shape}, {mean.shape}, {spread.shape}")
     if len(y) < 2:
         raise ValueError(f"y: calibration needs at least 2 held-out points, got {len(y)}")
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        if len(groups) != len(y):
+            raise ValueError(f"groups: expected one block id per point ({len(y)}), got {len(groups)}")
+        if min(np.unique(groups, return_counts=True)[1]) < 2:
+            raise ValueError("groups: every block needs at least 2 held-out points")
     k = y.shape[1]
+    offset = None
+    if normaliser == "spread+median":
+        offset = np.median(spread, axis=0)
+        spread = spread + offset
     if constant is not None:
         constant = np.asarray(constant, bool).reshape(-1)
         if len(constant) != k:
             raise ValueError(f"constant: expected {k} flags, one per target, got {len(constant)}")
         spread = np.where(constant, 1.0, spread)
+        if offset is not None:
+            offset = np.where(constant, 0.0, offset)
     scale, floor = np.zeros(k), np.zeros(k)
     quantiles = np.zeros((k, len(QLEVELS))) if method == "conformal" else None
     for j in range(k):
@@ -185,7 +221,9 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
         s = np.maximum(spread[:, j], 1e-9 * resid)  # members that agree exactly would give z = inf
         a0 = float(np.sqrt(np.mean(r2 / s**2)))
         if method == "conformal":
-            quantiles[j] = conformal_quantiles(np.sqrt(r2) / s)
+            score = np.sqrt(r2) / s
+            quantiles[j] = (conformal_quantiles(score) if groups is None else
+                            np.max([conformal_quantiles(score[groups == g]) for g in np.unique(groups)], axis=0))
             scale[j] = float(np.interp(ONE_SIGMA, QLEVELS, quantiles[j]))
             continue
         if method == "scale":
@@ -201,7 +239,7 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
             scale[j], floor[j] = np.exp(best.x)
         else:  # the optimiser stalled above the scale-only solution (a degenerate spread): keep that
             scale[j] = a0
-    return Calibration(scale=scale, floor=floor, method=method, quantiles=quantiles, constant=constant)
+    return Calibration(scale=scale, floor=floor, method=method, quantiles=quantiles, constant=constant, offset=offset)
 
 
 def coverage(y: np.ndarray, mean: np.ndarray, std: np.ndarray, level: float) -> np.ndarray:
