@@ -11,6 +11,12 @@ For each run folder given (trained with the default deep ensemble):
    figure copied to docs/img/.
 
     python bench/bench_uncertainty.py RUN [RUN ...]      # -> bench/results/uncertainty.json
+    python bench/bench_uncertainty.py --candidates RUN ...   # only the calibration candidates (seconds)
+
+``--candidates`` refits three conformal calibrations from each run's predictions.npz on its
+validation blocks and scores them on its test blocks: pooled (the default before 2026-11-27),
+a regularised normaliser, and per-block quantiles with the larger kept (the default since);
+docs/uncertainty.md gives the rule that chose between them, written before the runs.
 
 Runs used for the README (2 shared CPU cores):
     structattn run ../shared/data/pto_beps_50x50.h5 --targets V+,V-,imprint --window 16 --out runs/beps
@@ -92,6 +98,83 @@ def calibration_table(run_dir: Path) -> dict:
     return out
 
 
+CANDIDATES = {  # name -> fit_calibration options (docs/uncertainty.md, "Two validation blocks ...")
+    "pooled": {},  # the default before 2026-11-27 (--calibration conformal-pooled)
+    "regularised": {"normaliser": "spread+median"},  # measured, not adopted
+    "block": {"groups": True},  # the default since (--calibration conformal)
+}
+
+
+def block_of_points(run) -> np.ndarray:
+    """(N,) spatial block of each point of predictions.npz, recomputed as the run's split made it."""
+    from structattn.train.split import point_bounds
+
+    p, cfg = run.predictions, run.config["run"]
+    pos = np.asarray(p["positions"], float)
+    h, w = run.sample.shape
+    r0, r1, c0, c1 = point_bounds(pos, (h, w)) or (0.0, float(h), 0.0, float(w))
+    b = int(cfg["blocks"])
+    br = np.clip(np.searchsorted(np.linspace(r0, r1, b + 1), pos[:, 0], side="right") - 1, 0, b - 1)
+    bc = np.clip(np.searchsorted(np.linspace(c0, c1, b + 1), pos[:, 1], side="right") - 1, 0, b - 1)
+    block = br * b + bc
+    for part in (1, 2):  # a validation or test block holds only points of that part
+        held = np.unique(block[p["split"] == part])
+        if np.isin(p["split"][np.isin(block, held)], [part]).mean() != 1.0:
+            raise RuntimeError(f"{run.path}: recomputed blocks do not match the run's split")
+    return block
+
+
+def calibration_candidates(run_dir: Path) -> dict:
+    """Test coverage of the block-robust calibration candidates, from predictions.npz alone.
+
+    The run stored the ensemble mean and the calibrated std; with a conformal calibration
+    (pooled or per block) std = q_0.6827 * spread, so the members' spread is std / scale (1 for
+    a target ridge predicts). Each candidate is then fitted on the validation blocks and scored
+    on the test blocks, exactly as the run's own calibration was.
+    """
+    from structattn.runfolder import RunFolder
+    from structattn.train.uncertainty import fit_calibration, uncertainty_scores
+
+    run = RunFolder(run_dir)
+    p = run.predictions
+    names = [str(t) for t in p["target_names"]]
+    cal = run.calibration
+    if cal is None or cal.method != "conformal" or cal.offset is not None:
+        raise ValueError(f"{run_dir}: needs a run with the default conformal calibration")
+    const = np.zeros(len(names), bool) if cal.constant is None else cal.constant
+    mean, std = p["y_mean"].astype(np.float64), p["y_std"].astype(np.float64)
+    spread = np.where(const, 1.0, std / cal.scale)
+    val, test = p["split"] == 1, p["split"] == 2
+    y = p["y_true"].astype(np.float64)
+    block = block_of_points(run)
+    refits = [fit_calibration(y[val], mean[val], spread[val], constant=const, groups=g) for g in (None, block[val])]
+    if not any(np.allclose(r.quantiles, cal.quantiles, rtol=1e-4) for r in refits):
+        raise RuntimeError(f"{run_dir}: the run's calibration refitted from predictions.npz differs from the run's")
+    out = {"run": str(run_dir), "source": run.config["data"]["source"], "n_val": int(val.sum()),
+           "n_test": int(test.sum()), "val_blocks": int(len(np.unique(block[val]))),
+           "test_blocks": int(len(np.unique(block[test]))),
+           "r2": {n: run.metrics["targets"][n].get("r2") for n in names},
+           "learned": {n: run.metrics["targets"][n].get("learned") for n in names}}
+    for name, opts in CANDIDATES.items():
+        opts = dict(opts)
+        if opts.pop("groups", False):
+            opts["groups"] = block[val]
+        c = fit_calibration(y[val], mean[val], spread[val], constant=const, **opts)
+        out[name] = uncertainty_scores(y[test], mean[test], spread[test], c, names)
+        # the same candidate across the validation blocks: calibrate on one, cover the other(s)
+        cross = []
+        for b in np.unique(block[val]):
+            fit_on, score_on = val & (block != b), val & (block == b)
+            o = dict(opts)
+            if "groups" in o:
+                o["groups"] = block[fit_on]
+            cb = fit_calibration(y[fit_on], mean[fit_on], spread[fit_on], constant=const, **o)
+            cross.append([uncertainty_scores(y[score_on], mean[score_on], spread[score_on], cb, names)[n]["coverage_95"]
+                          for n in names])
+        out[name + "_cross_val_blocks_95"] = dict(zip(names, np.mean(cross, 0).tolist()))
+    return out
+
+
 def dense(run_dir: Path, name: str) -> dict:
     out = Path("/tmp") / f"structattn_dense_{name}.h5"
     t0 = time.perf_counter()
@@ -117,8 +200,23 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--candidates", action="store_true",
+                    help="only the block-robust calibration candidates, from predictions.npz (-> uncertainty.json "
+                         "'calibration_candidates')")
     a = ap.parse_args()
     result = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    if a.candidates:
+        table = result.setdefault("calibration_candidates", {})
+        for r in a.runs:
+            table[Path(r).name] = res = calibration_candidates(Path(r))
+            for t in res["r2"]:
+                print(f"{Path(r).name:>10} {t:>15} R2 {res['r2'][t]:6.3f}  " + "  ".join(
+                    f"{c} {res[c][t]['coverage_68']:.2f}/{res[c][t]['coverage_95']:.2f}" for c in CANDIDATES))
+        for c in CANDIDATES:  # the rule of docs/uncertainty.md: mean distance of the 95 % coverage from 0.95
+            dev = [abs(res[c][t]["coverage_95"] - 0.95) for res in table.values() for t in res["r2"]]
+            print(f"{c:>12}: mean |coverage_95 - 0.95| {np.mean(dev):.4f} over {len(dev)} targets")
+        RESULT.write_text(json.dumps(result, indent=1))
+        sys.exit(0)
     for r in a.runs:
         name = Path(r).name
         res = calibration_table(Path(r))

@@ -90,6 +90,30 @@ def test_ridge_target_gets_one_interval_width_from_its_validation_residuals(run)
     assert 0.85 <= t["amp_corner"]["coverage_95"] <= 1.0
 
 
+def test_calibration_takes_the_larger_quantile_of_the_two_validation_blocks(run):
+    # the reference: the run's split rebuilt from config.json, per-block quantiles by fit_calibration
+    from structattn.train.split import point_bounds, spatial_block_split
+    from structattn.train.uncertainty import fit_calibration
+
+    p, rf = np.load(run.out / "predictions.npz"), RunFolder(run.out)
+    c, cfg = run.metrics["uncertainty"]["calibration"], rf.config
+    assert c["fitted_on"].startswith("validation blocks (149 points); quantiles per validation block (2 blocks")
+    pos, shape = p["positions"].astype(float), rf.sample.shape
+    sp = spatial_block_split(pos, shape=shape, blocks=cfg["run"]["blocks"], val_fraction=cfg["run"]["val_fraction"],
+                             test_fraction=cfg["run"]["test_fraction"], buffer=cfg["geometry"]["buffer"],
+                             seed=cfg["run"]["seed"], bounds=point_bounds(pos, shape))
+    np.testing.assert_array_equal(sp.labels(len(pos)), p["split"])
+    cal = rf.calibration
+    val = p["split"] == 1
+    spread = np.where(cal.constant, 1.0, p["y_std"] / cal.scale)
+    args = (p["y_true"][val], p["y_mean"][val], spread[val])
+    ref = fit_calibration(*args, constant=cal.constant, groups=sp.block_of_point[sp.val])
+    np.testing.assert_allclose(cal.quantiles, ref.quantiles, rtol=1e-4)
+    pooled = fit_calibration(*args, constant=cal.constant)
+    # never narrower than pooling (up to the float32 of predictions.npz), wider somewhere
+    assert (cal.quantiles >= pooled.quantiles * (1 - 1e-4)).all() and (cal.quantiles > pooled.quantiles * 1.01).any()
+
+
 def test_run_records_why_the_geometry_was_chosen(run):
     import json
 

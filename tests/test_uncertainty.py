@@ -226,6 +226,29 @@ def test_run_records_calibrated_coverage_and_ensemble(small_run):
     p = run.predictions
     assert p["y_std"].shape == p["y_true"].shape and np.all(p["y_std"][p["split"] >= 0] > 0)
     assert "Uncertainty: calibration" in (small_run.out / "report.html").read_text()
+    # the stored quantiles are those of the validation points (one validation block here: pooled),
+    # refitted from predictions.npz: the spread is std / scale under the conformal calibration
+    c = m["uncertainty"]["calibration"]
+    assert c["choice"] == "conformal" and "one validation block: its points pooled" in c["fitted_on"]
+    val = p["split"] == 1
+    cal = run.calibration
+    refit = fit_calibration(p["y_true"][val], p["y_mean"][val], p["y_std"][val] / cal.scale)
+    np.testing.assert_allclose(refit.quantiles, cal.quantiles, rtol=1e-4)
+
+
+def test_calibration_groups_choose_blocks_only_when_each_is_big_enough():
+    from structattn.train.uncertainty import MIN_GROUP_POINTS, calibration_groups
+
+    ids = np.repeat([4, 7], [30, 25])
+    groups, how = calibration_groups(ids, "conformal")
+    assert groups is ids and how.startswith("quantiles per validation block (2 blocks, 25-30 points)")
+    assert calibration_groups(ids, "conformal-pooled")[0] is None  # the pooled choice never groups
+    small = np.repeat([4, 7], [30, MIN_GROUP_POINTS - 1])
+    groups, how = calibration_groups(small, "conformal", kind="sample")
+    assert groups is None and f"a validation sample holds {MIN_GROUP_POINTS - 1} points" in how
+    assert calibration_groups(np.zeros(40), "conformal")[0] is None  # one block
+    with pytest.raises(ValueError, match="--calibration: expected one of"):
+        calibration_groups(ids, "blocks")
 
 
 def test_ensemble_is_less_certain_off_the_training_texture(small_run):

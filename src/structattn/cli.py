@@ -120,11 +120,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--ensemble-jobs", type=int, default=d.ensemble_jobs,
                    help=f"ensemble members trained at once in worker processes, cores shared between them "
                         f"(default {d.ensemble_jobs}: one after another)")
-    p.add_argument("--calibration", default=d.calibration, choices=("conformal", "scale", "scale+floor"),
+    p.add_argument("--calibration", default=d.calibration, choices=("conformal", "conformal-pooled", "scale",
+                                                                     "scale+floor"),
                    help="ensemble spread -> intervals on the validation blocks: normalised split-conformal quantiles "
-                        "(no distribution assumed), a Gaussian scale alone (the RMS of the validation z-scores), or "
-                        "a scale and a noise floor by Gaussian maximum likelihood (default "
-                        f"{d.calibration}; docs/uncertainty.md)")
+                        "(no distribution assumed) per validation block, the larger kept, or of the blocks pooled; "
+                        "a Gaussian scale alone (the RMS of the validation z-scores), or a scale and a noise floor "
+                        f"by Gaussian maximum likelihood (default {d.calibration}; docs/uncertainty.md)")
     p.add_argument("--no-cnn-baseline", action="store_true",
                    help="skip the small CNN baseline (saves about the ViT's training time; mean, ridge and "
                         "position baselines always run)")

@@ -35,7 +35,7 @@ from .targets import TargetSet, resolve_targets
 from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
-from .train.uncertainty import CALIBRATIONS
+from .train.uncertainty import RUN_CALIBRATIONS
 from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_ema, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
 
 
@@ -131,8 +131,8 @@ class RunConfig:
             raise ValueError(f"--ensemble: expected a number of models >= 1 (1 = no uncertainty), got {self.ensemble!r}")
         if not isinstance(self.ensemble_jobs, int) or self.ensemble_jobs < 1:
             raise ValueError(f"--ensemble-jobs: expected >= 1, got {self.ensemble_jobs!r}")
-        if self.calibration not in CALIBRATIONS:
-            raise ValueError(f"--calibration: expected one of {CALIBRATIONS}, got {self.calibration!r}")
+        if self.calibration not in RUN_CALIBRATIONS:
+            raise ValueError(f"--calibration: expected one of {RUN_CALIBRATIONS}, got {self.calibration!r}")
         if self.blocks < 2:
             raise ValueError(f"--blocks: expected >= 2 blocks per side, got {self.blocks}")
         if self.split not in SAMPLE_SPLITS:
@@ -509,7 +509,8 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     the verdict) stays the primary model's.
     """
     from .train.ensemble import fit_members, member_seed
-    from .train.uncertainty import LEVELS, ensemble_stats, fit_calibration, reliability, uncertainty_scores
+    from .train.uncertainty import (LEVELS, calibration_groups, ensemble_stats, fit_calibration, reliability,
+                                    uncertainty_scores)
 
     names = d.targets.names
     if cfg.ensemble < 2:
@@ -543,7 +544,12 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     mean, spread = np.full_like(d.y, np.nan, dtype=np.float64), np.full_like(d.y, np.nan, dtype=np.float64)
     mean[usable], spread[usable] = ensemble_stats(preds[:, usable])
     constant = np.isin(np.arange(len(names)), chosen) if chosen else None  # ridge: one width, its residuals'
-    cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], method=cfg.calibration, constant=constant)
+    sp = d.split  # d.val = usable[sp.val], so sp's per-point ids of sp.val line up with d.val
+    by_block = isinstance(sp, SpatialSplit)
+    groups, grouping = calibration_groups((sp.block_of_point if by_block else sp.sample_of_point)[sp.val],
+                                          cfg.calibration, kind="block" if by_block else "sample")
+    cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], constant=constant, groups=groups,
+                          method="conformal" if cfg.calibration.startswith("conformal") else cfg.calibration)
     std = np.full_like(spread, np.nan)
     std[usable] = cal.apply(spread[usable])
     f.y_mean, f.y_std = mean.astype(np.float32), std.astype(np.float32)
@@ -560,7 +566,8 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
         "what": (f"deep ensemble of {cfg.ensemble} ViTs (seeds differ, same split and options); interval centre = "
                  "ensemble mean, std = calibrated member spread"),
         "calibration": {**cal.to_dict(names),
-                        "fitted_on": f"validation blocks ({len(d.val)} points)",
+                        "choice": cfg.calibration,
+                        "fitted_on": f"validation blocks ({len(d.val)} points); {grouping}",
                         "formula": ("interval at level p = mean +- quantiles[p] * spread (normalised split-conformal); "
                                     "std = scale * spread, the 68.27 % half-width" if cal.method == "conformal" else
                                     "std = sqrt((scale * spread)^2 + floor^2); interval = mean +- z_p * std")},

@@ -34,7 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
-CALIBRATIONS = ("conformal", "scale", "scale+floor")
+CALIBRATIONS = ("conformal", "scale", "scale+floor")  # fit_calibration's methods
+# a run's --calibration: "conformal" takes per-block quantiles, the larger kept (block-conservative);
+# "conformal-pooled" pools the validation points (the default before 2026-11-27)
+RUN_CALIBRATIONS = ("conformal", "conformal-pooled", "scale", "scale+floor")
+MIN_GROUP_POINTS = 20  # a validation block with fewer points makes the run pool them instead
 QLEVELS = tuple(np.round(np.arange(0.01, 1.0, 0.01), 2))  # levels at which conformal quantiles are kept
 ONE_SIGMA = float(stats.norm.cdf(1) - stats.norm.cdf(-1))  # 0.6827: the level whose half-width is the "std"
 LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))  # central-interval levels of the reliability curve
@@ -141,6 +145,31 @@ class Calibration:
                    quantiles=q, constant=np.array([bool(per[str(n)].get("constant_spread")) for n in names]),
                    offset=(np.array([float(per[str(n)].get("offset", 0.0)) for n in names])
                            if any("offset" in per[str(n)] for n in names) else None))
+
+
+def calibration_groups(group_of_val: np.ndarray, choice: str, *, kind: str = "block") -> tuple[np.ndarray | None, str]:
+    """The validation points' groups for a run's `--calibration`, and how they were used.
+
+    Args:
+        group_of_val: (n_val,) block (or sample) id of each validation point.
+        choice: a `RUN_CALIBRATIONS` entry; only "conformal" uses groups.
+        kind: what a group is, for the record ("block" or "sample").
+
+    Returns:
+        (groups or None for pooled quantiles, a sentence for metrics.json).
+    """
+    if choice not in RUN_CALIBRATIONS:
+        raise ValueError(f"--calibration: expected one of {RUN_CALIBRATIONS}, got {choice!r}")
+    if choice != "conformal":
+        return None, "validation points pooled"
+    ids, counts = np.unique(np.asarray(group_of_val), return_counts=True)
+    if len(ids) < 2:
+        return None, f"one validation {kind}: its points pooled"
+    if counts.min() < MIN_GROUP_POINTS:
+        return None, (f"a validation {kind} holds {counts.min()} points (< {MIN_GROUP_POINTS}): quantiles per {kind} "
+                      "would be noise, the validation points were pooled")
+    return np.asarray(group_of_val), (f"quantiles per validation {kind} ({len(ids)} {kind}s, {counts.min()}-"
+                                      f"{counts.max()} points), the larger kept at each level")
 
 
 def _nll(params: np.ndarray, r2: np.ndarray, s2: np.ndarray) -> float:
