@@ -31,6 +31,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     from .data.patches import PAD_MODES
     from .nets.vit import READOUTS
     from .train.trainer import CRITERIA
+    from .train.uncertainty import RUN_CALIBRATIONS
     from .pipeline import RunConfig
 
     d = RunConfig()
@@ -120,8 +121,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--ensemble-jobs", type=int, default=d.ensemble_jobs,
                    help=f"ensemble members trained at once in worker processes, cores shared between them "
                         f"(default {d.ensemble_jobs}: one after another)")
-    p.add_argument("--calibration", default=d.calibration, choices=("conformal", "conformal-pooled", "scale",
-                                                                     "scale+floor"),
+    p.add_argument("--calibration", default=d.calibration, choices=RUN_CALIBRATIONS,
                    help="ensemble spread -> intervals on the validation blocks: normalised split-conformal quantiles "
                         "(no distribution assumed) per validation block, the larger kept, or of the blocks pooled; "
                         "a Gaussian scale alone (the RMS of the validation z-scores), or a scale and a noise floor "
