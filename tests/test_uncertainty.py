@@ -236,6 +236,22 @@ def test_run_records_calibrated_coverage_and_ensemble(small_run):
     np.testing.assert_allclose(refit.quantiles, cal.quantiles, rtol=1e-4)
 
 
+def test_validation_groups_follow_points_the_targets_dropped():
+    # a BEPS run drops points whose loop fit failed after the split: the block of each remaining
+    # validation point must still be its own (found on the shared grid: 278 of 338 kept)
+    from structattn.pipeline import validation_groups
+    from structattn.train.split import spatial_block_split
+
+    rr, cc = np.mgrid[2:98:4, 2:98:4]
+    pos = np.stack([rr.ravel(), cc.ravel()], 1).astype(float)
+    usable = np.arange(3, len(pos) + 3)  # the split saw points 3.. of a larger sample
+    sp = spatial_block_split(pos, shape=(100, 100), blocks=4, seed=1, val_fraction=0.2)
+    val = usable[sp.val][::3]  # a third of them left after the targets
+    got = validation_groups(sp, usable, len(pos) + 3, val)
+    np.testing.assert_array_equal(got, sp.block_of_point[sp.val][::3])
+    assert len(np.unique(got)) == 3
+
+
 def test_calibration_groups_choose_blocks_only_when_each_is_big_enough():
     from structattn.train.uncertainty import MIN_GROUP_POINTS, calibration_groups
 
