@@ -82,8 +82,10 @@ def calibration_table(run_dir: Path) -> dict:
     members = run.members
     preds = np.stack([mm.predict(patches) for mm in members])
     mean, spread = ensemble_stats(preds)
-    for method in ("conformal", "scale+floor", "scale"):
-        cal = fit_calibration(y[:nv], mean[:nv], spread[:nv], method=method)
+    blocks = block_of_points(run)[val]
+    for method in ("conformal", "conformal-pooled", "scale+floor", "scale"):  # --calibration choices
+        cal = fit_calibration(y[:nv], mean[:nv], spread[:nv], method=method.removesuffix("-pooled"),
+                              groups=blocks if method == "conformal" else None)
         out[f"ensemble_{method}"] = uncertainty_scores(y[nv:], mean[nv:], spread[nv:], cal, names)
     t0 = time.perf_counter()
     mc = mc_dropout(run.model, patches)
@@ -93,7 +95,8 @@ def calibration_table(run_dir: Path) -> dict:
     out["one_pass_seconds"] = time.perf_counter() - t0
     mean, spread = ensemble_stats(mc)
     for method in ("conformal", "scale+floor", "scale"):
-        cal = fit_calibration(y[:nv], mean[:nv], spread[:nv], method=method)
+        cal = fit_calibration(y[:nv], mean[:nv], spread[:nv], method=method,
+                              groups=blocks if method == "conformal" else None)
         out[f"mc_dropout_{method}"] = uncertainty_scores(y[nv:], mean[nv:], spread[nv:], cal, names)
     return out
 
