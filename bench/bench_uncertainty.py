@@ -109,22 +109,18 @@ CANDIDATES = {  # name -> fit_calibration options (docs/uncertainty.md, "Two val
 
 
 def block_of_points(run) -> np.ndarray:
-    """(N,) spatial block of each point of predictions.npz, recomputed as the run's split made it."""
-    from structattn.train.split import point_bounds
+    """(N,) spatial block of each point of predictions.npz: the run's split, rebuilt from config.json."""
+    from structattn.train.split import point_bounds, spatial_block_split
 
-    p, cfg = run.predictions, run.config["run"]
-    pos = np.asarray(p["positions"], float)
-    h, w = run.sample.shape
-    r0, r1, c0, c1 = point_bounds(pos, (h, w)) or (0.0, float(h), 0.0, float(w))
-    b = int(cfg["blocks"])
-    br = np.clip(np.searchsorted(np.linspace(r0, r1, b + 1), pos[:, 0], side="right") - 1, 0, b - 1)
-    bc = np.clip(np.searchsorted(np.linspace(c0, c1, b + 1), pos[:, 1], side="right") - 1, 0, b - 1)
-    block = br * b + bc
-    for part in (1, 2):  # a validation or test block holds only points of that part (or ones the targets dropped)
-        held = np.unique(block[p["split"] == part])
-        if np.isin(p["split"][np.isin(block, held)], [part, -1]).mean() != 1.0:
-            raise RuntimeError(f"{run.path}: recomputed blocks do not match the run's split")
-    return block
+    p, cfg = run.predictions, run.config
+    pos, shape = np.asarray(p["positions"], float), run.sample.shape
+    sp = spatial_block_split(pos, shape=shape, blocks=cfg["run"]["blocks"], val_fraction=cfg["run"]["val_fraction"],
+                             test_fraction=cfg["run"]["test_fraction"], buffer=cfg["geometry"]["buffer"],
+                             seed=cfg["run"]["seed"], bounds=point_bounds(pos, shape))
+    kept = p["split"] >= 0  # points the targets dropped after the split are -1 in predictions.npz
+    if not np.array_equal(sp.labels(len(pos))[kept], p["split"][kept]):
+        raise RuntimeError(f"{run.path}: the rebuilt split does not match the run's")
+    return sp.block_of_point
 
 
 def calibration_candidates(run_dir: Path) -> dict:
@@ -164,17 +160,6 @@ def calibration_candidates(run_dir: Path) -> dict:
             opts["groups"] = block[val]
         c = fit_calibration(y[val], mean[val], spread[val], constant=const, **opts)
         out[name] = uncertainty_scores(y[test], mean[test], spread[test], c, names)
-        # the same candidate across the validation blocks: calibrate on one, cover the other(s)
-        cross = []
-        for b in np.unique(block[val]):
-            fit_on, score_on = val & (block != b), val & (block == b)
-            o = dict(opts)
-            if "groups" in o:
-                o["groups"] = block[fit_on]
-            cb = fit_calibration(y[fit_on], mean[fit_on], spread[fit_on], constant=const, **o)
-            cross.append([uncertainty_scores(y[score_on], mean[score_on], spread[score_on], cb, names)[n]["coverage_95"]
-                          for n in names])
-        out[name + "_cross_val_blocks_95"] = dict(zip(names, np.mean(cross, 0).tolist()))
     return out
 
 

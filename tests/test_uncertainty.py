@@ -247,7 +247,8 @@ def test_validation_groups_follow_points_the_targets_dropped():
     usable = np.arange(3, len(pos) + 3)  # the split saw points 3.. of a larger sample
     sp = spatial_block_split(pos, shape=(100, 100), blocks=4, seed=1, val_fraction=0.2)
     val = usable[sp.val][::3]  # a third of them left after the targets
-    got = validation_groups(sp, usable, len(pos) + 3, val)
+    got, kind = validation_groups(sp, usable, len(pos) + 3, val)
+    assert kind == "block"
     np.testing.assert_array_equal(got, sp.block_of_point[sp.val][::3])
     assert len(np.unique(got)) == 3
 
@@ -256,15 +257,15 @@ def test_calibration_groups_choose_blocks_only_when_each_is_big_enough():
     from structattn.train.uncertainty import MIN_GROUP_POINTS, calibration_groups
 
     ids = np.repeat([4, 7], [30, 25])
-    groups, how = calibration_groups(ids, "conformal")
+    groups, how = calibration_groups(ids, "block", "conformal")
     assert groups is ids and how.startswith("quantiles per validation block (2 blocks, 25-30 points)")
-    assert calibration_groups(ids, "conformal-pooled")[0] is None  # the pooled choice never groups
+    assert calibration_groups(ids, "block", "conformal-pooled")[0] is None  # the pooled choice never groups
     small = np.repeat([4, 7], [30, MIN_GROUP_POINTS - 1])
-    groups, how = calibration_groups(small, "conformal", kind="sample")
+    groups, how = calibration_groups(small, "sample", "conformal")
     assert groups is None and f"a validation sample holds {MIN_GROUP_POINTS - 1} points" in how
-    assert calibration_groups(np.zeros(40), "conformal")[0] is None  # one block
+    assert calibration_groups(np.zeros(40), "block", "conformal")[0] is None  # one block
     with pytest.raises(ValueError, match="--calibration: expected one of"):
-        calibration_groups(ids, "blocks")
+        calibration_groups(ids, "block", "blocks")
 
 
 def test_ensemble_is_less_certain_off_the_training_texture(small_run):

@@ -501,18 +501,20 @@ def ridge_choice_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarra
 
 
 def validation_groups(split: SpatialSplit | SampleSplit, usable: np.ndarray, n_points: int,
-                      val: np.ndarray) -> np.ndarray:
-    """(len(val),) block (one sample: `SpatialSplit`) or sample (`SampleSplit`) of each validation point.
+                      val: np.ndarray) -> tuple[np.ndarray, str]:
+    """(len(val),) block (one sample: `SpatialSplit`) or sample (`SampleSplit`) of each validation
+    point, and which of the two ("block" / "sample").
 
     `val` indexes the sample's points and may be a subset of ``usable[split.val]`` (points whose
     targets are not valid, e.g. a failed loop fit, leave it after the split).
     """
+    by_block = isinstance(split, SpatialSplit)
     ids = np.full(n_points, -1)
-    ids[usable] = split.block_of_point if isinstance(split, SpatialSplit) else split.sample_of_point
+    ids[usable] = split.block_of_point if by_block else split.sample_of_point
     out = ids[val]
     if (out < 0).any():
         raise ValueError("validation points outside the split's usable points")  # an internal invariant, not input
-    return out
+    return out, "block" if by_block else "sample"
 
 
 def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray, say,
@@ -559,8 +561,7 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     mean, spread = np.full_like(d.y, np.nan, dtype=np.float64), np.full_like(d.y, np.nan, dtype=np.float64)
     mean[usable], spread[usable] = ensemble_stats(preds[:, usable])
     constant = np.isin(np.arange(len(names)), chosen) if chosen else None  # ridge: one width, its residuals'
-    groups, grouping = calibration_groups(validation_groups(d.split, usable, len(d.y), d.val), cfg.calibration,
-                                          kind="block" if isinstance(d.split, SpatialSplit) else "sample")
+    groups, grouping = calibration_groups(*validation_groups(d.split, usable, len(d.y), d.val), cfg.calibration)
     cal = fit_calibration(d.y[d.val], mean[d.val], spread[d.val], constant=constant, groups=groups,
                           method="conformal" if cfg.calibration.startswith("conformal") else cfg.calibration)
     std = np.full_like(spread, np.nan)

@@ -147,13 +147,13 @@ class Calibration:
                            if any("offset" in per[str(n)] for n in names) else None))
 
 
-def calibration_groups(group_of_val: np.ndarray, choice: str, *, kind: str = "block") -> tuple[np.ndarray | None, str]:
+def calibration_groups(group_of_val: np.ndarray, kind: str, choice: str) -> tuple[np.ndarray | None, str]:
     """The validation points' groups for a run's `--calibration`, and how they were used.
 
     Args:
         group_of_val: (n_val,) block (or sample) id of each validation point.
-        choice: a `RUN_CALIBRATIONS` entry; only "conformal" uses groups.
         kind: what a group is, for the record ("block" or "sample").
+        choice: a `RUN_CALIBRATIONS` entry; only "conformal" uses groups.
 
     Returns:
         (groups or None for pooled quantiles, a sentence for metrics.json).
