@@ -104,6 +104,10 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "spatial_ema995": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "ema": 0.995}),
     # round 12: longer masked-token pretraining under the spatial readout (round 2 tried 10 epochs with [CLS])
     "spatial_mim40": ({"stem": 16, "readout": "spatial"}, {"weight_decay": 0.3, "buffer": 8, "pretrain_epochs": 40}),
+    # round 13: two published small-data ViT recipes. Locality self-attention (Lee et al. 2021) and a
+    # hybrid stem that pools the CNN baseline's first two blocks to the token grid (Dosovitskiy et al.'s hybrid)
+    "spatial_lsa": ({"stem": 16, "readout": "spatial", "lsa": True}, {"weight_decay": 0.3, "buffer": 8}),
+    "spatial_stempool": ({"stem": 16, "readout": "spatial", "stem_pool": True}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 

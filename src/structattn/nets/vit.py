@@ -44,6 +44,14 @@ class ViTConfig:
     n_outputs: int = 1  # number of regression targets K
     stem: int = 16  # channels of a 2-layer 3x3 conv stem before tokenising; 0 = linear patch embedding
     pos_bias: bool = False  # learned (heads, T, T) additive attention bias per block: where-based attention
+    # Locality self-attention (Lee, Lee & Song 2021, "Vision Transformer for Small-Size Datasets"): a learned
+    # temperature per head and block, and no token attends to itself (diagonal masked), which sharpens
+    # attention onto other tokens; docs/training.md, round 13.
+    lsa: bool = False
+    # A hybrid stem (the CNN baseline's first two blocks): 3x3 conv (stem ch.), GELU, 2x max-pool, 3x3 conv
+    # (2 x stem ch.), GELU, 2x max-pool, then a 1x1 token embedding. Tokens stay the 4 px cells of the same
+    # grid; each reads about 10 px around its cell (patch 4 only); docs/training.md, round 13.
+    stem_pool: bool = False
     # What the outputs read (READOUTS; docs/training.md, sweep round 5):
     #   "cls"     a linear head on the final [CLS] state (ViT convention);
     #   "spatial" that head plus, per output k, sum_t s_kt (w_k . z_t): a learned weighting s_k over the
@@ -75,6 +83,8 @@ class ViTConfig:
             raise ValueError(f"readout: expected one of {READOUTS}, got {self.readout!r}")
         if self.stem < 0:
             raise ValueError(f"stem: expected 0 (no conv stem) or a positive channel count, got {self.stem}")
+        if self.stem_pool and (self.patch != 4 or not self.stem):
+            raise ValueError(f"stem_pool: needs patch=4 and a conv stem (stem > 0), got patch={self.patch}, stem={self.stem}")
         if self.linear_base and self.readout not in SPATIAL:
             raise ValueError(f"linear_base: needs a readout of {SPATIAL}, got readout={self.readout!r}")
 
@@ -95,9 +105,15 @@ class ViTConfig:
 class Attention(nn.Module):
     """Multi-head self-attention with a fused default path and an explicit weights path."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, *, n_tokens: int = 0, pos_bias: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, *, n_tokens: int = 0, pos_bias: bool = False,
+                 lsa: bool = False) -> None:
         super().__init__()
         self.heads = heads
+        # Locality self-attention: q scaled per head by exp(log_temp) (a learned temperature, 1 at start)
+        # and the diagonal masked, so a token's attention goes to the others.
+        self.log_temp = nn.Parameter(torch.zeros(heads, 1, 1)) if lsa else None
+        if lsa:
+            self.register_buffer("self_mask", torch.eye(n_tokens, dtype=torch.bool), persistent=False)
         # Optional learned additive bias on the attention logits, one (T, T) table per head,
         # zero at start: lets [CLS] (and every token) attend to fixed positions whatever their
         # content, which a rule reading a fixed off-centre region needs. It is part of the
@@ -117,16 +133,23 @@ class Attention(nn.Module):
         weights = None
         if lrp == "attnlrp":  # uniform rule: A v splits relevance 1/2 : 1/2, q kᵀ splits A's half again
             q, k, v = rules.divide_gradient(q, 4.0), rules.divide_gradient(k, 4.0), rules.divide_gradient(v, 2.0)
+        if self.log_temp is not None:
+            q = q * self.log_temp.exp()
         if return_weights or lrp:
             logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)
             if self.bias is not None:
                 logits = logits + self.bias
+            if self.log_temp is not None:
+                logits = logits.masked_fill(self.self_mask, float("-inf"))
             weights = logits.softmax(dim=-1)
             if lrp == "cp":  # CP-LRP: the weights are held constant, all relevance goes to v
                 weights = weights.detach()
             out = F.dropout(weights, p) @ v
         else:
             mask = None if self.bias is None else self.bias.to(q.dtype)  # (H, T, T) broadcasts over B
+            if self.log_temp is not None:
+                diag = torch.zeros(t, t, dtype=q.dtype, device=q.device).masked_fill(self.self_mask, float("-inf"))
+                mask = diag if mask is None else mask + diag
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, t, d)
         return self.proj_drop(self.proj(out)), weights
@@ -138,7 +161,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout, n_tokens=cfg.n_tokens, pos_bias=cfg.pos_bias)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dropout, n_tokens=cfg.n_tokens, pos_bias=cfg.pos_bias, lsa=cfg.lsa)
         self.norm2 = nn.LayerNorm(cfg.dim)
         hidden = int(cfg.dim * cfg.mlp_ratio)
         self.mlp = nn.Sequential(
@@ -174,14 +197,21 @@ class ViTRegressor(nn.Module):
         # Optional conv stem: two 3x3 convolutions give each token local nonlinear features
         # (wall/edge detectors) before tokenising; it stays within the token's neighbourhood
         # (receptive field 5 px), so token t still reads the pixels of sub-patch t and its rim.
-        if cfg.stem:
+        if cfg.stem_pool:  # hybrid: the CNN baseline's first two blocks, pooled to the token grid
             self.stem = nn.Sequential(
-                nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(),
-                nn.Conv2d(cfg.stem, cfg.stem, 3, padding=1), nn.GELU(),
+                nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+                nn.Conv2d(cfg.stem, 2 * cfg.stem, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
             )
+            self.embed = nn.Conv2d(2 * cfg.stem, cfg.dim, kernel_size=1)
         else:
-            self.stem = nn.Identity()
-        self.embed = nn.Conv2d(cfg.stem or cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
+            if cfg.stem:
+                self.stem = nn.Sequential(
+                    nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(),
+                    nn.Conv2d(cfg.stem, cfg.stem, 3, padding=1), nn.GELU(),
+                )
+            else:
+                self.stem = nn.Identity()
+            self.embed = nn.Conv2d(cfg.stem or cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -223,8 +253,9 @@ class ViTRegressor(nn.Module):
                 f"x: expected (B, {self.cfg.in_channels}, {self.cfg.window}, {self.cfg.window}), got {tuple(x.shape)}"
             )
         if lrp is not None and self.cfg.stem:  # conv stem: ε-rule (gradient x input) with identity-rule GELUs
-            conv1, act1, conv2, act2 = self.stem
-            s = rules.identity_rule(act2, conv2(rules.identity_rule(act1, conv1(x))))
+            s = x  # convolutions and max-pools pass their gradient (the ε-rule / winner-takes-all)
+            for layer in self.stem:
+                s = rules.identity_rule(layer, s) if isinstance(layer, nn.GELU) else layer(s)
         else:
             s = self.stem(x)
         t = self.embed(s).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
