@@ -44,9 +44,9 @@ def _with_base(m: ViTRegressor) -> ViTRegressor:
 @pytest.mark.parametrize("rule", ["attnlrp", "cp"])
 def test_lrp_forward_gives_the_same_outputs(rule):
     x = torch.randn(5, 2, 16, 16, generator=torch.Generator().manual_seed(0))
-    m = _random_model()
-    with torch.no_grad():
-        torch.testing.assert_close(m(x, lrp=rule), m(x), rtol=1e-5, atol=1e-6)
+    for m in (_random_model(), _random_model(lsa=True, stem_pool=True)):
+        with torch.no_grad():
+            torch.testing.assert_close(m(x, lrp=rule), m(x), rtol=1e-5, atol=1e-6)
     toy = trained_toy()
     xt, _ = toy_batch(6, seed=30)
     with torch.no_grad():
@@ -103,7 +103,8 @@ def test_relevance_budget_closes_exactly(rule):
     xr = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
     for model, x in ((trained_toy(), toy_batch(8, seed=31)[0]), (_random_model(), xr),
                      (_random_model(readout="spatial_embed"), xr),  # the embeddings' linear path too
-                     (_with_base(_random_model(readout="spatial", linear_base=True)), xr)):  # and a ridge base
+                     (_with_base(_random_model(readout="spatial", linear_base=True)), xr),  # and a ridge base
+                     (_random_model(lsa=True, stem_pool=True), xr)):  # locality attention, pooled stem
         for target in (0, 1):
             y, terms = _budget(model, x, target, rule)
             assert sum(terms.values()) == pytest.approx(y, rel=1e-4, abs=1e-5), (rule, target, terms)

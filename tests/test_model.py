@@ -32,6 +32,45 @@ def test_positional_bias_acts_the_same_in_fused_and_explicit_paths():
     assert (weights[0][:, :, 0, 5] > 0.99).all()  # and shows in the attention weights
 
 
+def test_locality_self_attention_masks_the_diagonal_in_both_paths():
+    # ViTConfig.lsa (Lee et al. 2021): no token attends to itself, and the learned temperature acts in
+    # the fused path exactly as in the explicit one that the explainers read
+    torch.manual_seed(0)
+    model = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, dim=32, depth=2, heads=4, lsa=True)).eval()
+    x = torch.randn(5, 2, 16, 16)
+    with torch.no_grad():
+        model.blocks[1].attn.log_temp[2] = 1.5  # one head much sharper
+    fused = model(x)
+    explicit, weights = model(x, return_attention=True)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    for w in weights:
+        assert float(w.detach().diagonal(dim1=-2, dim2=-1).abs().max()) == 0.0
+        torch.testing.assert_close(w.sum(-1), torch.ones_like(w[..., 0]))
+    plain = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, dim=32, depth=2, heads=4)).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)  # same weights, no mask, no temperature
+    assert not torch.allclose(plain(x), fused, atol=1e-4)
+
+
+def test_pooled_stem_keeps_tokens_local():
+    # ViTConfig.stem_pool: the token grid stays 4 px cells, and a token's embedding reads only the
+    # pixels within 3 px of its cell (receptive field 10 px), so the explanation maps keep their geometry
+    torch.manual_seed(0)
+    model = ViTRegressor(ViTConfig(in_channels=2, window=32, patch=4, dim=32, depth=2, heads=4, stem=8,
+                                   stem_pool=True)).eval()
+    x = torch.randn(1, 2, 32, 32)
+    far = x.clone()
+    far[..., :, 11:] = torch.randn(1, 2, 32, 21)  # token (row 0, col 1) covers columns 4-7 and reads 1-10
+    with torch.no_grad():
+        t0, t1 = model.tokens(x), model.tokens(far)
+    torch.testing.assert_close(t0[:, 1 + 1], t1[:, 1 + 1])  # [CLS] first, then row-major tokens
+    assert not torch.allclose(t0[:, 1 + 2], t1[:, 1 + 2])  # token (0, 2), columns 8-11, reads 5-14
+    assert t0.shape == (1, 65, 32)
+    with pytest.raises(ValueError, match="stem_pool"):
+        ViTConfig(window=32, patch=8, stem_pool=True)
+    with pytest.raises(ValueError, match="stem_pool"):
+        ViTConfig(window=32, stem=0, stem_pool=True)
+
+
 def test_attention_map_is_cls_row_upsampled():
     torch.manual_seed(0)
     model = ViTRegressor(ViTConfig(in_channels=1, window=8, patch=4, dim=16, depth=2, heads=2)).eval()
