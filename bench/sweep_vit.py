@@ -107,7 +107,9 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # round 13: two published small-data ViT recipes. Locality self-attention (Lee et al. 2021) and a
     # hybrid stem that pools the CNN baseline's first two blocks to the token grid (Dosovitskiy et al.'s hybrid)
     "spatial_lsa": ({"stem": 16, "readout": "spatial", "lsa": True}, {"weight_decay": 0.3, "buffer": 8}),
-    "spatial_stempool": ({"stem": 16, "readout": "spatial", "stem_pool": True}, {"weight_decay": 0.3, "buffer": 8}),
+    "spatial_stempool": ({"stem": 16, "readout": "spatial", "stem_pool": "max"}, {"weight_decay": 0.3, "buffer": 8}),
+    # round 13b: the same hybrid stem with average pooling (the rules are region means; max-pooling lost them)
+    "spatial_stemavg": ({"stem": 16, "readout": "spatial", "stem_pool": "avg"}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 

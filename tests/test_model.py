@@ -56,7 +56,7 @@ def test_pooled_stem_keeps_tokens_local():
     # pixels within 3 px of its cell (receptive field 10 px), so the explanation maps keep their geometry
     torch.manual_seed(0)
     model = ViTRegressor(ViTConfig(in_channels=2, window=32, patch=4, dim=32, depth=2, heads=4, stem=8,
-                                   stem_pool=True)).eval()
+                                   stem_pool="max")).eval()
     x = torch.randn(1, 2, 32, 32)
     far = x.clone()
     far[..., :, 11:] = torch.randn(1, 2, 32, 21)  # token (row 0, col 1) covers columns 4-7 and reads 1-10
@@ -66,9 +66,11 @@ def test_pooled_stem_keeps_tokens_local():
     assert not torch.allclose(t0[:, 1 + 2], t1[:, 1 + 2])  # token (0, 2), columns 8-11, reads 5-14
     assert t0.shape == (1, 65, 32)
     with pytest.raises(ValueError, match="stem_pool"):
-        ViTConfig(window=32, patch=8, stem_pool=True)
+        ViTConfig(window=32, patch=8, stem_pool="max")
     with pytest.raises(ValueError, match="stem_pool"):
-        ViTConfig(window=32, stem=0, stem_pool=True)
+        ViTConfig(window=32, stem=0, stem_pool="avg")
+    with pytest.raises(ValueError, match="stem_pool"):
+        ViTConfig(window=32, stem_pool="mean")
 
 
 def test_attention_map_is_cls_row_upsampled():
