@@ -82,7 +82,8 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
-CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "pretrain_epochs", "ensemble", "prefer_ridge", "seed")
+CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
+              "stem_pool")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -240,6 +241,8 @@ if __name__ == "__main__":
                     help="run with this --target-patience instead of the default (sweep round 7, docs/training.md)")
     ap.add_argument("--ema", type=float, default=None,
                     help="run with this --ema (moving average of the weights; sweep round 11, docs/training.md)")
+    ap.add_argument("--stem-pool", default=None,
+                    help="run with this --stem-pool (a hybrid stem pooled to the token grid; sweep round 13, docs/training.md)")
     ap.add_argument("--pretrain-epochs", type=int, default=None,
                     help="run with this many epochs of masked-token pretraining (sweep round 12, docs/training.md)")
     ap.add_argument("--ensemble", type=int, default=None,

@@ -65,8 +65,10 @@ def test_pooled_stem_keeps_tokens_local():
     torch.testing.assert_close(t0[:, 1 + 1], t1[:, 1 + 1])  # [CLS] first, then row-major tokens
     assert not torch.allclose(t0[:, 1 + 2], t1[:, 1 + 2])  # token (0, 2), columns 8-11, reads 5-14
     assert t0.shape == (1, 65, 32)
-    with pytest.raises(ValueError, match="stem_pool"):
-        ViTConfig(window=32, patch=8, stem_pool="max")
+    for patch in (1, 2, 3, 8):  # any token size gives the same token grid
+        m = ViTRegressor(ViTConfig(in_channels=2, window=8 * patch, patch=patch, dim=16, heads=2, stem=4,
+                                   stem_pool="avg"))
+        assert m.tokens(torch.zeros(2, 2, 8 * patch, 8 * patch)).shape == (2, 65, 16)
     with pytest.raises(ValueError, match="stem_pool"):
         ViTConfig(window=32, stem=0, stem_pool="avg")
     with pytest.raises(ValueError, match="stem_pool"):

@@ -29,7 +29,7 @@ def _quiet_libraries() -> None:
 
 def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     from .data.patches import PAD_MODES
-    from .nets.vit import READOUTS
+    from .nets.vit import READOUTS, STEM_POOLS
     from .train.trainer import CRITERIA
     from .train.uncertainty import RUN_CALIBRATIONS
     from .pipeline import RunConfig
@@ -84,6 +84,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--heads", type=int, default=d.heads, help=f"attention heads (default {d.heads})")
     p.add_argument("--stem", type=int, default=d.stem,
                    help=f"conv stem channels before tokenising, 0 = linear patch embedding (default {d.stem})")
+    p.add_argument("--stem-pool", default=d.stem_pool, choices=STEM_POOLS,
+                   help="avg or max: a hybrid stem, two conv blocks pooled down to the token grid (the CNN "
+                        f"baseline's first two blocks), instead of two full-resolution convolutions (default "
+                        f"{d.stem_pool}; see docs/training.md, round 13)")
     p.add_argument("--readout", default=d.readout, choices=READOUTS,
                    help=f"what the outputs read: spatial (the final [CLS] state and a learned weighting of the "
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), spatial_embed (spatial, "
@@ -236,7 +240,8 @@ def _config_from_args(args, source: str):
         source=source, targets=args.targets, structure_from=args.structure_from, window=args.window,
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-        depth=args.depth, heads=args.heads, stem=args.stem, readout=args.readout, criterion=args.criterion,
+        depth=args.depth, heads=args.heads, stem=args.stem, stem_pool=args.stem_pool, readout=args.readout,
+        criterion=args.criterion,
         prefer_ridge=args.prefer_ridge,
         target_patience=args.target_patience, ema=args.ema,
         weight_decay=args.weight_decay, blocks=args.blocks,

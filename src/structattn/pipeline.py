@@ -26,7 +26,7 @@ from .data.io import load_sample, sample_checksum, source_files
 from .data.patches import PAD_MODES, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
-from .nets.vit import READOUTS, SPATIAL, ViTConfig, predict_linearly
+from .nets.vit import READOUTS, SPATIAL, STEM_POOLS, ViTConfig, predict_linearly
 from .points import check_points_spec, choose_points
 from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .scale.memory import release_freed_memory
@@ -53,6 +53,7 @@ class RunConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
+    stem_pool: str = "none"  # "avg"/"max": a hybrid stem pooled to the token grid (docs/training.md, round 13)
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
     prefer_ridge: bool | None = None  # a target whose ViT does not beat ridge on the validation blocks, where
@@ -112,6 +113,10 @@ class RunConfig:
                 raise ValueError(f"{flag}: expected >= 0, got {getattr(self, name)}")
         if self.readout not in READOUTS:
             raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
+        if self.stem_pool not in STEM_POOLS:
+            raise ValueError(f"--stem-pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
+        if self.stem_pool != "none" and not self.stem:
+            raise ValueError(f"--stem-pool {self.stem_pool}: needs a conv stem (--stem > 0), got --stem {self.stem}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
         if self.prefer_ridge and self.readout not in SPATIAL:
@@ -419,8 +424,8 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     y_std = np.maximum(d.y[d.train].std(0), 1e-8)
     geo = d.geometry
     vit_cfg = ViTConfig(in_channels=image.shape[0], window=geo["window"], patch=geo["patch"], dim=cfg.dim,
-                        depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, readout=cfg.readout,
-                        n_outputs=len(d.targets.names))
+                        depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, stem_pool=cfg.stem_pool,
+                        readout=cfg.readout, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, criterion=cfg.criterion,
                             target_patience=cfg.target_patience, ema=cfg.ema, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,

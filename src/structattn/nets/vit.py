@@ -49,10 +49,10 @@ class ViTConfig:
     # temperature per head and block, and no token attends to itself (diagonal masked), which sharpens
     # attention onto other tokens; docs/training.md, round 13.
     lsa: bool = False
-    # A hybrid stem (STEM_POOLS; the CNN baseline's first two blocks): 3x3 conv (stem ch.), GELU, 2x pool,
-    # 3x3 conv (2 x stem ch.), GELU, 2x pool, then a 1x1 token embedding; "max" or "avg" pooling, "none" for
-    # the plain stem. Tokens stay the 4 px cells of the same grid; each reads 3 px around its cell (patch 4
-    # only); docs/training.md, rounds 13 and 13b.
+    # A hybrid stem (STEM_POOLS; the CNN baseline's first two blocks): 3x3 conv (stem ch.), GELU, pool by a,
+    # 3x3 conv (2 x stem ch.), GELU, pool by patch / a (a = 2 for an even patch, else 1), then a 1x1 token
+    # embedding; "max" or "avg" pooling, "none" for the plain stem. Tokens stay the patch cells of the same
+    # grid (with patch 4 each reads 3 px around its cell); docs/training.md, rounds 13 and 13b.
     stem_pool: str = "none"
     # What the outputs read (READOUTS; docs/training.md, sweep round 5):
     #   "cls"     a linear head on the final [CLS] state (ViT convention);
@@ -87,8 +87,8 @@ class ViTConfig:
             raise ValueError(f"stem: expected 0 (no conv stem) or a positive channel count, got {self.stem}")
         if self.stem_pool not in STEM_POOLS:
             raise ValueError(f"stem_pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
-        if self.stem_pool != "none" and (self.patch != 4 or not self.stem):
-            raise ValueError(f"stem_pool: needs patch=4 and a conv stem (stem > 0), got patch={self.patch}, stem={self.stem}")
+        if self.stem_pool != "none" and not self.stem:
+            raise ValueError(f"stem_pool: needs a conv stem (stem > 0), got stem={self.stem}")
         if self.linear_base and self.readout not in SPATIAL:
             raise ValueError(f"linear_base: needs a readout of {SPATIAL}, got readout={self.readout!r}")
 
@@ -203,9 +203,10 @@ class ViTRegressor(nn.Module):
         # (receptive field 5 px), so token t still reads the pixels of sub-patch t and its rim.
         if cfg.stem_pool != "none":  # hybrid: the CNN baseline's first two blocks, pooled to the token grid
             pool = nn.MaxPool2d if cfg.stem_pool == "max" else nn.AvgPool2d
+            a = 2 if cfg.patch % 2 == 0 else 1
             self.stem = nn.Sequential(
-                nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(), pool(2),
-                nn.Conv2d(cfg.stem, 2 * cfg.stem, 3, padding=1), nn.GELU(), pool(2),
+                nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(), pool(a),
+                nn.Conv2d(cfg.stem, 2 * cfg.stem, 3, padding=1), nn.GELU(), pool(cfg.patch // a),
             )
             self.embed = nn.Conv2d(2 * cfg.stem, cfg.dim, kernel_size=1)
         else:
