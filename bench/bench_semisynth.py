@@ -171,7 +171,9 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
                    "position": f("position"), "mean": f("mean"), "learned_share": float(np.mean([r["learned"] for r in sel])),
                    "auroc": au, "best_attention_auroc": best, "ms_per_point": ms,
                    "fixedness": {k: _nanmean([r["fixedness"].get(k) for r in sel]) for k in ATTENTION} if au else {},
-                   "per_run": {r["run"]: {k: r[k] for k in ("vit", "vit_val", "cnn", "ridge", "position", "mean", "learned")}
+                   "per_run": {r["run"]: {**{k: r[k] for k in ("vit", "vit_val", "cnn", "ridge", "position", "mean", "learned")},
+                                          "best_attention_auroc": max((r["auroc"].get(k) or 0) for k in ATTENTION)
+                                          if r["auroc"] else None}
                                for r in sel}}
             table[label] = row
             a = lambda k: f"{au[k]:5.2f}" if au and np.isfinite(au.get(k, np.nan)) else "    -"  # noqa: E731
