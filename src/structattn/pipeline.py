@@ -53,7 +53,8 @@ class RunConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
-    stem_pool: str = "none"  # "avg"/"max": a hybrid stem pooled to the token grid (docs/training.md, round 13)
+    stem_pool: str | None = None  # "avg"/"max": the stem's two conv blocks pool down to the token grid (a hybrid
+    # stem), "none": two full-resolution convolutions; None = "avg" with a conv stem (docs/training.md, round 13b)
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
     prefer_ridge: bool | None = None  # a target whose ViT does not beat ridge on the validation blocks, where
@@ -113,6 +114,8 @@ class RunConfig:
                 raise ValueError(f"{flag}: expected >= 0, got {getattr(self, name)}")
         if self.readout not in READOUTS:
             raise ValueError(f"--readout: expected one of {READOUTS}, got {self.readout!r}")
+        if self.stem_pool is None:
+            self.stem_pool = "avg" if self.stem else "none"
         if self.stem_pool not in STEM_POOLS:
             raise ValueError(f"--stem-pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
         if self.stem_pool != "none" and not self.stem:
@@ -433,8 +436,10 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
                            channel_std=d.channel_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
+    stem = ("no conv stem" if not vit_cfg.stem else f"{vit_cfg.stem_pool}-pooled stem" if vit_cfg.stem_pool != "none"
+            else "full-resolution stem")
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
-        f"{vit_cfg.patch} px, window {vit_cfg.window} px, augmentation {cfg.augment}) on {len(d.train)} points")
+        f"{vit_cfg.patch} px, {stem}, window {vit_cfg.window} px, augmentation {cfg.augment}) on {len(d.train)} points")
     t0 = time.perf_counter()
     image_z = (standardise_patches(image[None], d.channel_mean, d.channel_std)[0]  # (C, H, W), for pretraining
                if cfg.pretrain_epochs > 0 else None)
