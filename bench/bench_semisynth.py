@@ -98,6 +98,11 @@ def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **change
     return res
 
 
+def _best_attention(row: dict) -> float:
+    """The highest pixel AUROC among a run's attention-family maps (0 where none was scored)."""
+    return max((row["auroc"].get(k) or 0) for k in ATTENTION)
+
+
 def _nanmean(values) -> float:
     v = [x for x in values if x is not None and np.isfinite(x)]
     return float(np.mean(v)) if v else float("nan")
@@ -166,14 +171,13 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
             f = lambda k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in sel]))  # noqa: E731
             au = {k: _nanmean([r["auroc"].get(k) for r in sel]) for k in (*METHODS, "centre")} if sel[0]["auroc"] else {}
             ms = {k: 1e3 * _nanmean([r["seconds_per_point"].get(k) for r in sel]) for k in METHODS}
-            best = float(np.nanmean([max((r["auroc"].get(k) or 0) for k in ATTENTION) for r in sel])) if au else None
+            best = float(np.nanmean([_best_attention(r) for r in sel])) if au else None
             row = {"kind": RULES[t][0], "n_runs": len(sel), "vit": f("vit"), "vit_val": f("vit_val"), "cnn": f("cnn"), "ridge": f("ridge"),
                    "position": f("position"), "mean": f("mean"), "learned_share": float(np.mean([r["learned"] for r in sel])),
                    "auroc": au, "best_attention_auroc": best, "ms_per_point": ms,
                    "fixedness": {k: _nanmean([r["fixedness"].get(k) for r in sel]) for k in ATTENTION} if au else {},
                    "per_run": {r["run"]: {**{k: r[k] for k in ("vit", "vit_val", "cnn", "ridge", "position", "mean", "learned")},
-                                          "best_attention_auroc": max((r["auroc"].get(k) or 0) for k in ATTENTION)
-                                          if r["auroc"] else None}
+                                          "best_attention_auroc": _best_attention(r) if r["auroc"] else None}
                                for r in sel}}
             table[label] = row
             a = lambda k: f"{au[k]:5.2f}" if au and np.isfinite(au.get(k, np.nan)) else "    -"  # noqa: E731

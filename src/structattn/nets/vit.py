@@ -116,8 +116,9 @@ class Attention(nn.Module):
         # Locality self-attention: q scaled per head by exp(log_temp) (a learned temperature, 1 at start)
         # and the diagonal masked, so a token's attention goes to the others.
         self.log_temp = nn.Parameter(torch.zeros(heads, 1, 1)) if lsa else None
-        if lsa:
-            self.register_buffer("self_mask", torch.eye(n_tokens, dtype=torch.bool), persistent=False)
+        if lsa:  # additive (T, T) mask: -inf on the diagonal, 0 elsewhere
+            diag = torch.zeros(n_tokens, n_tokens).fill_diagonal_(float("-inf"))
+            self.register_buffer("self_mask", diag, persistent=False)
         # Optional learned additive bias on the attention logits, one (T, T) table per head,
         # zero at start: lets [CLS] (and every token) attend to fixed positions whatever their
         # content, which a rule reading a fixed off-centre region needs. It is part of the
@@ -144,7 +145,7 @@ class Attention(nn.Module):
             if self.bias is not None:
                 logits = logits + self.bias
             if self.log_temp is not None:
-                logits = logits.masked_fill(self.self_mask, float("-inf"))
+                logits = logits + self.self_mask
             weights = logits.softmax(dim=-1)
             if lrp == "cp":  # CP-LRP: the weights are held constant, all relevance goes to v
                 weights = weights.detach()
@@ -152,7 +153,7 @@ class Attention(nn.Module):
         else:
             mask = None if self.bias is None else self.bias.to(q.dtype)  # (H, T, T) broadcasts over B
             if self.log_temp is not None:
-                diag = torch.zeros(t, t, dtype=q.dtype, device=q.device).masked_fill(self.self_mask, float("-inf"))
+                diag = self.self_mask.to(q.dtype)
                 mask = diag if mask is None else mask + diag
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, t, d)
@@ -208,16 +209,17 @@ class ViTRegressor(nn.Module):
                 nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(), pool(a),
                 nn.Conv2d(cfg.stem, 2 * cfg.stem, 3, padding=1), nn.GELU(), pool(cfg.patch // a),
             )
-            self.embed = nn.Conv2d(2 * cfg.stem, cfg.dim, kernel_size=1)
+        elif cfg.stem:
+            self.stem = nn.Sequential(
+                nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(),
+                nn.Conv2d(cfg.stem, cfg.stem, 3, padding=1), nn.GELU(),
+            )
         else:
-            if cfg.stem:
-                self.stem = nn.Sequential(
-                    nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(),
-                    nn.Conv2d(cfg.stem, cfg.stem, 3, padding=1), nn.GELU(),
-                )
-            else:
-                self.stem = nn.Identity()
+            self.stem = nn.Identity()
+        if cfg.stem_pool == "none":
             self.embed = nn.Conv2d(cfg.stem or cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
+        else:
+            self.embed = nn.Conv2d(2 * cfg.stem, cfg.dim, kernel_size=1)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
