@@ -110,6 +110,8 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "spatial_stempool": ({"stem": 16, "readout": "spatial", "stem_pool": "max"}, {"weight_decay": 0.3, "buffer": 8}),
     # round 13b: the same hybrid stem with average pooling (the rules are region means; max-pooling lost them)
     "spatial_stemavg": ({"stem": 16, "readout": "spatial", "stem_pool": "avg"}, {"weight_decay": 0.3, "buffer": 8}),
+    # round 14: both pools concatenated at each pooling
+    "spatial_stemavgmax": ({"stem": 16, "readout": "spatial", "stem_pool": "avgmax"}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 

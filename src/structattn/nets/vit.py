@@ -26,7 +26,7 @@ from . import lrp as rules
 
 
 READOUTS = ("cls", "tokens", "spatial", "pool", "spatial_embed")  # ViTConfig.readout; docs/training.md (rounds 5, 9)
-STEM_POOLS = ("none", "max", "avg")  # ViTConfig.stem_pool
+STEM_POOLS = ("none", "max", "avg", "avgmax")  # ViTConfig.stem_pool
 SPATIAL = ("spatial", "spatial_embed")  # the readouts with a learned per-output weighting of the patch tokens
 
 
@@ -52,7 +52,9 @@ class ViTConfig:
     # A hybrid stem (STEM_POOLS; the CNN baseline's first two blocks): 3x3 conv (stem ch.), GELU, pool by a,
     # 3x3 conv (2 x stem ch.), GELU, pool by patch / a (a = 2 for an even patch, else 1), then a 1x1 token
     # embedding; "max" or "avg" pooling, "none" for the plain stem. Tokens stay the patch cells of the same
-    # grid (with patch 4 each reads 3 px around its cell); docs/training.md, rounds 13 and 13b.
+    # grid (with patch 4 each reads 3 px around its cell); docs/training.md, rounds 13 and 13b. "avgmax"
+    # concatenates both pools' channels at each pooling (so the second conv has 2 x 2 x stem inputs and
+    # the embedding 4 x stem); round 14.
     stem_pool: str = "none"
     # What the outputs read (READOUTS; docs/training.md, sweep round 5):
     #   "cls"     a linear head on the final [CLS] state (ViT convention);
@@ -104,6 +106,21 @@ class ViTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class AvgMaxPool2d(nn.Module):
+    """Average and max pooling by `k`, concatenated along channels: (B, C, H, W) -> (B, 2C, H/k, W/k).
+
+    Both are positively homogeneous, so gradient x input through it conserves relevance like
+    either pool alone (AttnLRP's stem rule).
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.avg_pool2d(x, self.k), F.max_pool2d(x, self.k)], dim=1)
 
 
 class Attention(nn.Module):
@@ -203,11 +220,12 @@ class ViTRegressor(nn.Module):
         # (wall/edge detectors) before tokenising; it stays within the token's neighbourhood
         # (receptive field 5 px), so token t still reads the pixels of sub-patch t and its rim.
         if cfg.stem_pool != "none":  # hybrid: the CNN baseline's first two blocks, pooled to the token grid
-            pool = nn.MaxPool2d if cfg.stem_pool == "max" else nn.AvgPool2d
+            pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "avgmax": AvgMaxPool2d}[cfg.stem_pool]
+            widen = 2 if cfg.stem_pool == "avgmax" else 1  # channels out of a pool per channel in
             a = 2 if cfg.patch % 2 == 0 else 1
             self.stem = nn.Sequential(
                 nn.Conv2d(cfg.in_channels, cfg.stem, 3, padding=1), nn.GELU(), pool(a),
-                nn.Conv2d(cfg.stem, 2 * cfg.stem, 3, padding=1), nn.GELU(), pool(cfg.patch // a),
+                nn.Conv2d(widen * cfg.stem, 2 * cfg.stem, 3, padding=1), nn.GELU(), pool(cfg.patch // a),
             )
         elif cfg.stem:
             self.stem = nn.Sequential(
@@ -219,7 +237,7 @@ class ViTRegressor(nn.Module):
         if cfg.stem_pool == "none":
             self.embed = nn.Conv2d(cfg.stem or cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
         else:
-            self.embed = nn.Conv2d(2 * cfg.stem, cfg.dim, kernel_size=1)
+            self.embed = nn.Conv2d(2 * widen * cfg.stem, cfg.dim, kernel_size=1)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
