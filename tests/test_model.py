@@ -54,21 +54,39 @@ def test_locality_self_attention_masks_the_diagonal_in_both_paths():
 def test_pooled_stem_keeps_tokens_local():
     # ViTConfig.stem_pool: the token grid stays 4 px cells, and a token's embedding reads only the
     # pixels within 3 px of its cell (receptive field 10 px), so the explanation maps keep their geometry
-    torch.manual_seed(0)
-    model = ViTRegressor(ViTConfig(in_channels=2, window=32, patch=4, dim=32, depth=2, heads=4, stem=8,
-                                   stem_pool="max")).eval()
-    x = torch.randn(1, 2, 32, 32)
-    far = x.clone()
-    far[..., :, 11:] = torch.randn(1, 2, 32, 21)  # token (row 0, col 1) covers columns 4-7 and reads 1-10
+    for pool in ("max", "avgmax"):
+        torch.manual_seed(0)
+        model = ViTRegressor(ViTConfig(in_channels=2, window=32, patch=4, dim=32, depth=2, heads=4, stem=8,
+                                       stem_pool=pool)).eval()
+        x = torch.randn(1, 2, 32, 32)
+        far = x.clone()
+        far[..., :, 11:] = torch.randn(1, 2, 32, 21)  # token (row 0, col 1) covers columns 4-7 and reads 1-10
+        with torch.no_grad():
+            t0, t1 = model.tokens(x), model.tokens(far)
+        torch.testing.assert_close(t0[:, 1 + 1], t1[:, 1 + 1])  # [CLS] first, then row-major tokens
+        assert not torch.allclose(t0[:, 1 + 2], t1[:, 1 + 2])  # token (0, 2), columns 8-11, reads 5-14
+        assert t0.shape == (1, 65, 32)
+    for pool in ("avg", "avgmax"):
+        for patch in (1, 2, 3, 8):  # any token size gives the same token grid
+            m = ViTRegressor(ViTConfig(in_channels=2, window=8 * patch, patch=patch, dim=16, heads=2, stem=4,
+                                       stem_pool=pool))
+            assert m.tokens(torch.zeros(2, 2, 8 * patch, 8 * patch)).shape == (2, 65, 16)
+    # "avgmax" hands the next layer both pools: its embedding reads 2 x 2 x stem channels, and a
+    # stem whose first pool's max half is zeroed is the avg stem (the max half then adds nothing)
+    torch.manual_seed(1)
+    both = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, dim=16, heads=2, stem=4, stem_pool="avgmax")).eval()
+    avg = ViTRegressor(ViTConfig(in_channels=2, window=16, patch=4, dim=16, heads=2, stem=4, stem_pool="avg")).eval()
+    assert both.embed.in_channels == 16 and avg.embed.in_channels == 8
     with torch.no_grad():
-        t0, t1 = model.tokens(x), model.tokens(far)
-    torch.testing.assert_close(t0[:, 1 + 1], t1[:, 1 + 1])  # [CLS] first, then row-major tokens
-    assert not torch.allclose(t0[:, 1 + 2], t1[:, 1 + 2])  # token (0, 2), columns 8-11, reads 5-14
-    assert t0.shape == (1, 65, 32)
-    for patch in (1, 2, 3, 8):  # any token size gives the same token grid
-        m = ViTRegressor(ViTConfig(in_channels=2, window=8 * patch, patch=patch, dim=16, heads=2, stem=4,
-                                   stem_pool="avg"))
-        assert m.tokens(torch.zeros(2, 2, 8 * patch, 8 * patch)).shape == (2, 65, 16)
+        avg.stem[0].load_state_dict(both.stem[0].state_dict())
+        avg.stem[3].weight.copy_(both.stem[3].weight[:, :4])  # the avg half of the first pool's channels
+        avg.stem[3].bias.copy_(both.stem[3].bias)
+        both.stem[3].weight[:, 4:] = 0  # and the max half unread
+        avg.embed.weight.copy_(both.embed.weight[:, :8])  # the avg half of the second pool
+        avg.embed.bias.copy_(both.embed.bias)
+        both.embed.weight[:, 8:] = 0
+        x = torch.randn(3, 2, 16, 16)
+        torch.testing.assert_close(both.tokens(x)[:, 1:] - both.pos[:, 1:], avg.tokens(x)[:, 1:] - avg.pos[:, 1:])
     with pytest.raises(ValueError, match="stem_pool"):
         ViTConfig(window=32, stem=0, stem_pool="avg")
     with pytest.raises(ValueError, match="stem_pool"):
