@@ -85,9 +85,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     p.add_argument("--stem", type=int, default=d.stem,
                    help=f"conv stem channels before tokenising, 0 = linear patch embedding (default {d.stem})")
     p.add_argument("--stem-pool", default=None, choices=STEM_POOLS,
-                   help="avg or max: the conv stem's two blocks pool down to the token grid (a hybrid stem, like "
-                        "the CNN baseline's first two blocks); none: two full-resolution convolutions (default avg "
-                        "with a conv stem, none with --stem 0; see docs/training.md, round 13b)")
+                   help="avg, max or avgmax (both, concatenated): the conv stem's two blocks pool down to the token "
+                        "grid (a hybrid stem, like the CNN baseline's first two blocks); none: two full-resolution "
+                        "convolutions (default avg with a conv stem, none with --stem 0; see docs/training.md, "
+                        "rounds 13b and 14)")
     p.add_argument("--readout", default=d.readout, choices=READOUTS,
                    help=f"what the outputs read: spatial (the final [CLS] state and a learned weighting of the "
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), spatial_embed (spatial, "
