@@ -112,6 +112,8 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "spatial_stemavg": ({"stem": 16, "readout": "spatial", "stem_pool": "avg"}, {"weight_decay": 0.3, "buffer": 8}),
     # round 14: both pools concatenated at each pooling
     "spatial_stemavgmax": ({"stem": 16, "readout": "spatial", "stem_pool": "avgmax"}, {"weight_decay": 0.3, "buffer": 8}),
+    # round 15: sharpness-aware minimisation (rho 0.05) around AdamW, the default model
+    "spatial_stemavg_sam": ({"stem": 16, "readout": "spatial", "stem_pool": "avg"}, {"weight_decay": 0.3, "buffer": 8, "sam": 0.05}),
 }
 
 

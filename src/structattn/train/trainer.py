@@ -48,6 +48,9 @@ class TrainConfig:
     augment: str = "none"  # "none", "flips" or "dihedral" (flips + 90-degree turns); see docs/training.md
     ema: float = 0.0  # > 0: validate, pick the best epoch and keep an exponential moving average of the
     # weights, updated after every step with this decay (0.99: about the last 100 steps); 0 = off
+    sam: float = 0.0  # > 0: sharpness-aware minimisation (Foret et al. 2021) with this radius rho around AdamW
+    # (each step's gradient is taken at the weights moved by rho along the normalised gradient: two
+    # forward/backward passes per step); 0 = off; docs/training.md, round 15
     seed: int = 0  # seeds weights, batches and augmentation
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # show Lightning's progress bar
@@ -83,6 +86,73 @@ def check_target_patience(value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"target_patience: expected a number of epochs >= 0 (0 = off), got {value!r}")
     return int(value)
+
+
+def check_sam(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 10.0 or value != value:
+        raise ValueError(f"sam: expected a radius rho >= 0 (0 = off, e.g. 0.05), got {value!r}")
+    return float(value)
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimisation around a base optimiser (Foret et al. 2021, their Algorithm 1).
+
+    ``step(closure)``: the closure (Lightning's: zero_grad, training step, backward) gives the
+    gradient g at w; the weights move to w + rho g / ||g|| (one norm over all parameters), the closure
+    runs again there, the weights return to w, and the base optimiser steps with that second
+    gradient. The base owns the parameter groups (so the learning-rate schedule reaches it) and the
+    state (so a checkpoint holds AdamW's moments and resumes exactly).
+    """
+
+    def __init__(self, params, base: type[torch.optim.Optimizer], *, rho: float, **kwargs) -> None:
+        if rho <= 0:
+            raise ValueError(f"rho: expected > 0, got {rho!r}")
+        self.base = base(params, **kwargs)
+        super().__init__(self.base.param_groups, {"rho": rho, **self.base.defaults})
+        self.param_groups = self.base.param_groups
+        for g in self.param_groups:
+            g.setdefault("rho", rho)
+        self.first_pass = True  # RegressionModule logs the loss of the first pass only
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is None:
+            raise ValueError("SAM.step: needs a closure that recomputes the loss and its gradients")
+        self.first_pass = True
+        with torch.enable_grad():
+            loss = closure()
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return loss
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        moved = []
+        for g in self.param_groups:
+            scale = g["rho"] / (norm + 1e-12)
+            for p in g["params"]:
+                if p.grad is not None:
+                    e = p.grad * scale
+                    p.add_(e)
+                    moved.append((p, e))
+        self.first_pass = False
+        try:
+            with torch.enable_grad():
+                closure()
+        finally:
+            for p, e in moved:
+                p.sub_(e)
+            self.first_pass = True
+        self.base.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.base.load_state_dict(state_dict)
+        self.param_groups = self.base.param_groups
 
 
 def check_ema(value) -> float:
@@ -223,6 +293,9 @@ class RegressionModule(L.LightningModule):
             keep = torch.tensor([not f for f in frozen], dtype=per_target.dtype, device=per_target.device)
             per_target = per_target * keep  # frozen terms contribute nothing (and no gradient)
         loss = per_target.mean()
+        opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
+        if isinstance(opt, SAM) and not opt.first_pass:  # SAM's second pass, at the moved weights: not logged
+            return loss
         self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x), sync_dist=True)
         self._loss_sum += float(loss.detach()) * len(x)
         self._loss_n += len(x)
@@ -287,7 +360,11 @@ class RegressionModule(L.LightningModule):
                                  **({"frozen": self.frozen} if self.tcfg.target_patience > 0 else {})})
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        if self.tcfg.sam > 0:
+            opt = SAM(self.model.parameters(), torch.optim.AdamW, rho=self.tcfg.sam, lr=self.tcfg.lr,
+                      weight_decay=self.tcfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
         e, w = self.tcfg.epochs, min(self.tcfg.warmup, self.tcfg.epochs - 1)
 
         def factor(epoch: int) -> float:  # per-epoch multiplier of the peak lr
@@ -465,6 +542,7 @@ def fit_model(
     """
     check_augment(train.augment)
     check_ema(train.ema)
+    check_sam(train.sam)
     ck_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     if ck_dir is not None and (ck_dir / "final.pt").is_file():  # finished before the interruption
         payload = _load_checkpoint_file(ck_dir / "final.pt")
