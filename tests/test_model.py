@@ -298,3 +298,61 @@ def test_bad_ema_is_named():
     with pytest.raises(ValueError, match=r"ema: expected a decay in \[0, 1\) .*got -0.5"):
         fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
                 train=TrainConfig(epochs=1, progress=False, ema=-0.5))
+
+
+def test_sam_step_is_foret_et_al_algorithm_1():
+    """TrainConfig.sam: the base optimiser steps with the gradient taken at w + rho g / ||g||, the
+    weights come back to w first, and a checkpoint holds the base's state (AdamW's moments)."""
+    from structattn.train.trainer import SAM
+
+    a = torch.tensor([[2.0, 0.5], [0.0, 1.0], [1.0, -1.0]])
+    b = torch.tensor([1.0, -2.0, 0.5])
+    loss_fn = lambda w: 0.5 * ((a @ w - b) ** 2).sum()  # noqa: E731
+    grad = lambda w: a.T @ (a @ w - b)  # noqa: E731
+    w0, rho, lr = torch.tensor([0.3, -0.7]), 0.2, 0.1
+    w = torch.nn.Parameter(w0.clone())
+    opt = SAM([w], torch.optim.SGD, rho=rho, lr=lr)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(w)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    g1 = grad(w0)
+    expected = w0 - lr * grad(w0 + rho * g1 / g1.norm())
+    torch.testing.assert_close(w.detach(), expected)
+    assert float(loss.detach()) == pytest.approx(float(loss_fn(w0).detach()))  # the loss reported is at w, not w + e
+    assert not torch.allclose(expected, w0 - lr * g1)  # the perturbation matters here
+    with pytest.raises(ValueError, match="closure"):
+        opt.step()
+    adam = SAM([w], torch.optim.AdamW, rho=rho, lr=lr)
+    adam.step(closure)
+    state = adam.state_dict()["state"][0]
+    assert set(state) >= {"exp_avg", "exp_avg_sq"}
+
+
+def test_sam_trains_through_lightning_with_two_passes_a_step():
+    from structattn.train.trainer import TrainConfig, fit_model, fit_vit
+
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=1, heads=2, stem=0, n_outputs=1)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(160, 1, 16, 16)).astype(np.float32)
+    y = (x[:, :, 4:8, 4:8].mean((1, 2, 3)) * 4)[:, None].astype(np.float32)
+    fits, losses = {}, {}
+    for sam in (0.0, 0.05):
+        torch.manual_seed(0)
+        model = ViTRegressor(cfg)
+        calls = []
+        model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])) if m.training else None)
+        model, hist = fit_model(model, x, y, train_index=np.arange(128), val_index=np.arange(128, 160),
+                                train=TrainConfig(epochs=2, warmup=1, batch_size=32, progress=False, sam=sam))
+        assert sum(calls) == (2 if sam else 1) * 2 * 128  # SAM: two forward passes of every batch
+        fits[sam] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        losses[sam] = [e["train_loss"] for e in hist["epochs"]]
+    assert not torch.allclose(fits[0.0], fits[0.05])
+    assert losses[0.05][0] == pytest.approx(losses[0.0][0], rel=0.2)  # first-pass losses only (same scale)
+    with pytest.raises(ValueError, match=r"sam: expected a radius rho >= 0 .*got -0.1"):
+        fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
+                train=TrainConfig(epochs=1, progress=False, sam=-0.1))
