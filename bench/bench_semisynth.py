@@ -82,7 +82,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
-CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
+CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "sam", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
               "stem_pool")
 
 
@@ -247,6 +247,8 @@ if __name__ == "__main__":
                     help="run with this --target-patience instead of the default (sweep round 7, docs/training.md)")
     ap.add_argument("--ema", type=float, default=None,
                     help="run with this --ema (moving average of the weights; sweep round 11, docs/training.md)")
+    ap.add_argument("--sam", type=float, default=None,
+                    help="run with this --sam (sharpness-aware minimisation; sweep round 15, docs/training.md)")
     ap.add_argument("--stem-pool", default=None,
                     help="run with this --stem-pool (a hybrid stem pooled to the token grid; sweep round 13, docs/training.md)")
     ap.add_argument("--pretrain-epochs", type=int, default=None,

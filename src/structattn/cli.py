@@ -112,6 +112,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="validate, pick the best epoch and keep an exponential moving average of the weights, "
                         f"updated after every step with this decay (e.g. 0.99); 0 = off (default {d.ema}; see "
                         "docs/training.md, round 11)")
+    p.add_argument("--sam", type=float, default=d.sam,
+                   help="sharpness-aware minimisation around AdamW with this radius rho (e.g. 0.05), for the ViT and "
+                        f"the CNN baseline; about twice the training time; 0 = off (default {d.sam}; see "
+                        "docs/training.md, round 15)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
@@ -244,7 +248,7 @@ def _config_from_args(args, source: str):
         depth=args.depth, heads=args.heads, stem=args.stem, stem_pool=args.stem_pool, readout=args.readout,
         criterion=args.criterion,
         prefer_ridge=args.prefer_ridge,
-        target_patience=args.target_patience, ema=args.ema,
+        target_patience=args.target_patience, ema=args.ema, sam=args.sam,
         weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,

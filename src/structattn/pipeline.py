@@ -36,7 +36,7 @@ from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_basel
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import RUN_CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_ema, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_ema, check_sam, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
 
 
 @dataclass
@@ -71,6 +71,8 @@ class RunConfig:
     # improved for this many epochs, and comes back when it does (0 = off; docs/training.md, round 7)
     ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay per step (0 = off;
     # docs/training.md, round 11)
+    sam: float = 0.0  # > 0: sharpness-aware minimisation with this radius around AdamW, for the ViT and the CNN
+    # baseline alike (two passes a step; 0 = off; docs/training.md, round 15)
     augment: str = "none"  # "none", "flips" or "dihedral": only if the property cannot depend on orientation
     blocks: int = 4  # spatial split: blocks per image side
     split: str = "blocks"  # several samples: "blocks" within each sample, or "sample" (whole samples held out)
@@ -131,6 +133,7 @@ class RunConfig:
             raise ValueError(f"--{exc}".replace("target_patience", "target-patience", 1)) from None
         try:
             self.ema = check_ema(self.ema)
+            self.sam = check_sam(self.sam)
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
         if self.pretrain_epochs < 0:
@@ -431,7 +434,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         readout=cfg.readout, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, criterion=cfg.criterion,
-                            target_patience=cfg.target_patience, ema=cfg.ema, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
+                            target_patience=cfg.target_patience, ema=cfg.ema, sam=cfg.sam, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
                             seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
