@@ -121,6 +121,7 @@ def test_replaced_folder_restored_after_a_kill_between_the_renames(tmp_path):
     (["--blocks", "100"], "--blocks"),
     (["--device", "cuda"], "--device"),
     (["--stem-pool", "avg", "--stem", "0"], "--stem-pool"),
+    (["--sam", "-0.1"], "--sam"),
 ])
 def test_bad_options_stop_before_training(args, word, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
