@@ -121,7 +121,10 @@ def r2(t, p):
     return 1 - ((t - p) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
 
 
-def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, seed: int = 0, device: str = "cpu") -> dict:
+def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, seed: int = 0, device: str = "cpu",
+        train_seed: int | None = None) -> dict:
+    """One configuration on one texture; `train_seed` (default `seed`) seeds only the weights, batches
+    and dropout, so the data, split and rule noise stay those of `seed` (the screen's noise floor)."""
     vopt, topt = CONFIGS[config]
     topt = dict(topt)
     buffer = topt.pop("buffer", 8 if "buf8" in config else 16)
@@ -133,7 +136,7 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
     x = standardise_patches(patches, sample.image.mean((1, 2)), sample.image.std((1, 2)))
     y = sample.targets
     ym, ys = y[split.train].mean(0), y[split.train].std(0)
-    tcfg = TrainConfig(**{"epochs": epochs, "seed": seed, "progress": False, "device": device, **topt})
+    tcfg = TrainConfig(**{"epochs": epochs, "seed": seed if train_seed is None else train_seed, "progress": False, "device": device, **topt})
     vcfg = ViTConfig(**{"in_channels": x.shape[1], "window": window, "n_outputs": y.shape[1], **vopt})
     t0 = time.perf_counter()
     image = (sample.image - sample.image.mean((1, 2))[:, None, None]) / sample.image.std((1, 2))[:, None, None]
@@ -157,7 +160,10 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
         res["baselines_val"] = {k: r2(y[split.val], p[split.val]).tolist() for k, p in b.predictions.items()}
         res["baselines_test"] = {k: v.tolist() for k, v in b.r2.items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{config}__{texture}.json").write_text(json.dumps(res, indent=1))
+    if train_seed is not None:
+        res["train_seed"] = train_seed
+    tag = "" if train_seed is None else f"__seed{train_seed}"
+    (out / f"{config}__{texture}{tag}.json").write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -189,6 +195,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, default=Path("bench/results/sweep"))
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="seed of the training alone (weights, batches, dropout); the data and split keep seed 0")
     ap.add_argument("--summary", type=Path)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
@@ -196,5 +204,6 @@ if __name__ == "__main__":
         summary(a.summary)
     else:
         torch.set_num_threads(int(__import__("os").environ.get("SWEEP_THREADS", "2")))
-        r = run(a.config, a.texture, out=a.out, epochs=a.epochs, baselines=a.baselines, device=a.device)
+        r = run(a.config, a.texture, out=a.out, epochs=a.epochs, baselines=a.baselines, device=a.device,
+                train_seed=a.train_seed)
         print(a.config, a.texture, f"{r['seconds']:.0f}s", np.round(r["vit_val"], 2))
