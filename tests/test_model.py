@@ -353,6 +353,6 @@ def test_sam_trains_through_lightning_with_two_passes_a_step():
         losses[sam] = [e["train_loss"] for e in hist["epochs"]]
     assert not torch.allclose(fits[0.0], fits[0.05])
     assert losses[0.05][0] == pytest.approx(losses[0.0][0], rel=0.2)  # first-pass losses only (same scale)
-    with pytest.raises(ValueError, match=r"sam: expected a radius rho >= 0 .*got -0.1"):
+    with pytest.raises(ValueError, match=r"sam: expected a finite radius rho >= 0 .*got -0.1"):
         fit_vit(x, y, train_index=np.arange(4), val_index=np.arange(4, 8), vit=cfg,
                 train=TrainConfig(epochs=1, progress=False, sam=-0.1))

@@ -89,8 +89,8 @@ def check_target_patience(value) -> int:
 
 
 def check_sam(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 10.0 or value != value:
-        raise ValueError(f"sam: expected a radius rho >= 0 (0 = off, e.g. 0.05), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"sam: expected a finite radius rho >= 0 (0 = off, e.g. 0.05), got {value!r}")
     return float(value)
 
 
