@@ -51,7 +51,7 @@ class ViTConfig:
     lsa: bool = False
     # A hybrid stem (STEM_POOLS; the CNN baseline's first two blocks): 3x3 conv (stem ch.), GELU, pool by a,
     # 3x3 conv (2 x stem ch.), GELU, pool by patch / a (a = 2 for an even patch, else 1), then a 1x1 token
-    # embedding; "max" or "avg" pooling, "none" for the plain stem. Tokens stay the patch cells of the same
+    # embedding; "max", "avg" or "avgmax" pooling, "none" for the plain stem. Tokens stay the patch cells of the same
     # grid (with patch 4 each reads 3 px around its cell); docs/training.md, rounds 13 and 13b. "avgmax"
     # concatenates both pools' channels at each pooling (so the second conv has 2 x 2 x stem inputs and
     # the embedding 4 x stem); round 14.

@@ -118,7 +118,6 @@ class SAM(torch.optim.Optimizer):
     def step(self, closure=None):
         if closure is None:
             raise ValueError("SAM.step: needs a closure that recomputes the loss and its gradients")
-        self.first_pass = True
         with torch.enable_grad():
             loss = closure()
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
