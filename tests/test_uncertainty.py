@@ -131,6 +131,13 @@ def test_block_conservative_quantiles_follow_the_wider_block():
     np.testing.assert_allclose(block.quantiles, fit_calibration(yb, mb, sb).quantiles[:, :])  # the wider block's
     assert interval_coverage(y_test, m_test, s_test, pooled, 0.95)[0] < 0.92  # about 0.90: the mixture's quantile
     np.testing.assert_allclose(interval_coverage(y_test, m_test, s_test, block, 0.95), 0.95, atol=0.01)
+    # combine="mean" averages the two blocks' quantiles, level by level
+    mean_q = fit_calibration(y_val, m_val, s_val, groups=groups, combine="mean").quantiles
+    np.testing.assert_allclose(mean_q, (fit_calibration(ya, ma, sa).quantiles + block.quantiles) / 2)
+    # at 95 % the pool's tail is the 2x block's, so the average of the two quantiles is narrower than pooling
+    assert mean_q[0, 94] < pooled.quantiles[0, 94] < block.quantiles[0, 94]
+    with pytest.raises(ValueError, match="combine: expected one of"):
+        fit_calibration(y_val, m_val, s_val, groups=groups, combine="median")
     with pytest.raises(ValueError, match="groups: expected one block id per point"):
         fit_calibration(y_val, m_val, s_val, groups=groups[:10])
     with pytest.raises(ValueError, match="conformal calibration only"):

@@ -191,10 +191,11 @@ def conformal_quantiles(scores: np.ndarray, levels=QLEVELS) -> np.ndarray:
 
 
 NORMALISERS = ("spread", "spread+median")
+COMBINES = ("max", "mean")  # fit_calibration's ways to join per-block quantiles
 
 
 def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, method: str = "conformal",
-                    constant=None, normaliser: str = "spread", groups=None) -> Calibration:
+                    constant=None, normaliser: str = "spread", groups=None, combine: str = "max") -> Calibration:
     """Fit the calibration on held-out points (the validation blocks).
 
     Args:
@@ -212,11 +213,15 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
         groups: (N,) block id of each point, or None. Given, the conformal quantile at each
             level is the largest of the per-block quantiles (block-conservative), so one
             validation block with larger errors sets the width. Conformal only.
+        combine: how per-block quantiles become one, with `groups`: "max" (the larger kept, the
+            default) or "mean" (averaged at each level; docs/uncertainty.md, the second rule).
     """
     if method not in CALIBRATIONS:
         raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {method!r}")
     if normaliser not in NORMALISERS:
         raise ValueError(f"normaliser: expected one of {NORMALISERS}, got {normaliser!r}")
+    if combine not in COMBINES:
+        raise ValueError(f"combine: expected one of {COMBINES}, got {combine!r}")
     if method != "conformal" and (normaliser != "spread" or groups is not None):
         raise ValueError(f"normaliser, groups: apply to the conformal calibration only, not to {method!r}")
     y, mean, spread = (np.asarray(a, np.float64) for a in (y, mean, spread))
@@ -251,8 +256,11 @@ def fit_calibration(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, *, meth
         a0 = float(np.sqrt(np.mean(r2 / s**2)))
         if method == "conformal":
             score = np.sqrt(r2) / s
-            quantiles[j] = (conformal_quantiles(score) if groups is None else
-                            np.max([conformal_quantiles(score[groups == g]) for g in np.unique(groups)], axis=0))
+            if groups is None:
+                quantiles[j] = conformal_quantiles(score)
+            else:
+                per = [conformal_quantiles(score[groups == g]) for g in np.unique(groups)]
+                quantiles[j] = np.max(per, axis=0) if combine == "max" else np.mean(per, axis=0)
             scale[j] = float(np.interp(ONE_SIGMA, QLEVELS, quantiles[j]))
             continue
         if method == "scale":
