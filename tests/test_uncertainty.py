@@ -218,6 +218,17 @@ def test_select_maxdet_matches_the_gp_posterior_and_avoids_repeats():
     with pytest.raises(ValueError, match="^features: expected finite"):
         select_maxdet(fm, np.where(fc > 2.5, np.nan, fc), n=3)
 
+def test_coverage_warnings_name_targets_outside_the_range():
+    from structattn.train.uncertainty import coverage_warnings
+
+    test = {"a": {"coverage_95": 0.849}, "b": {"coverage_95": 0.85}, "c": {"coverage_95": 0.99},
+            "d": {"coverage_95": 0.997}}
+    w = coverage_warnings(test, 337)
+    assert set(w) == {"a", "d"}  # the range's ends are inside
+    assert "held 0.849 of the 337 test values (below 0.85): the intervals are too narrow" in w["a"]
+    assert "held 0.997 of the 337 test values (above 0.99): the intervals are wider" in w["d"]
+
+
 # ----------------------------------------------------------------------------- the run
 def test_run_records_calibrated_coverage_and_ensemble(small_run):
     m = small_run.metrics
@@ -232,7 +243,12 @@ def test_run_records_calibrated_coverage_and_ensemble(small_run):
         assert s["r2_ensemble"] > 0.5
     p = run.predictions
     assert p["y_std"].shape == p["y_true"].shape and np.all(p["y_std"][p["split"] >= 0] > 0)
-    assert "Uncertainty: calibration" in (small_run.out / "report.html").read_text()
+    report = (small_run.out / "report.html").read_text()
+    assert "Uncertainty: calibration" in report
+    # a warning for exactly the targets whose 95 % coverage left [0.85, 0.99], and the report shows it
+    off = {t for t in TARGETS if not 0.85 <= m["targets"][t]["coverage_95"] <= 0.99}
+    assert set(m["uncertainty"]["coverage_warnings"]) == off
+    assert ("Calibration off on the test blocks" in report) == bool(off)
     # the stored quantiles are those of the validation points (one validation block here: pooled),
     # refitted from predictions.npz: the spread is std / scale under the conformal calibration
     c = m["uncertainty"]["calibration"]

@@ -539,8 +539,8 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     the verdict) stays the primary model's.
     """
     from .train.ensemble import fit_members, member_seed
-    from .train.uncertainty import (LEVELS, calibration_groups, ensemble_stats, fit_calibration, reliability,
-                                    uncertainty_scores)
+    from .train.uncertainty import (LEVELS, calibration_groups, coverage_warnings, ensemble_stats, fit_calibration,
+                                    reliability, uncertainty_scores)
 
     names = d.targets.names
     if cfg.ensemble < 2:
@@ -599,6 +599,7 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
                                     "std = scale * spread, the 68.27 % half-width" if cal.method == "conformal" else
                                     "std = sqrt((scale * spread)^2 + floor^2); interval = mean +- z_p * std")},
         "test": test,
+        "coverage_warnings": coverage_warnings(test, len(d.test)),
         "reliability": {"levels": list(LEVELS), "observed": {n: rel[:, k].tolist() for k, n in enumerate(names)}},
         "member_history": [{"best_epoch": h["best_epoch"], "stopped_epoch": h["stopped_epoch"],
                             "seconds": h["seconds"]} for _, h in fitted],
@@ -606,6 +607,8 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     }
     say("uncertainty: test coverage of the 68 % / 95 % intervals: " + ", ".join(
         f"{n} {test[n]['coverage_68']:.2f} / {test[n]['coverage_95']:.2f}" for n in names) + f" ({seconds:.0f} s)")
+    for sentence in f.uncertainty["coverage_warnings"].values():
+        say(f"  calibration off on the test blocks: {sentence}")
 
 
 def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Path | None = None) -> None:

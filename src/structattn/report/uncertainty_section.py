@@ -29,6 +29,10 @@ def uncertainty_section(ctx) -> str | None:
            "the test values inside its 68 % and 95 % intervals. The validation blocks are few and the test "
            "blocks lie elsewhere on the sample, so expect a few points' difference either way. \"rank ρ\": Spearman correlation of |error| with "
            "the std (does the uncertainty say where the errors are?).</p>")
+    warnings = u.get("coverage_warnings") or {}  # runs before 2026-11-27 have none
+    if warnings:
+        out += ("<div class='warn'><b>Calibration off on the test blocks</b> (95 % coverage outside 0.85-0.99): "
+                + "; ".join(html.escape(w) for w in warnings.values()) + ".</div>")
     out += table_html(["target", "coverage 68 %", "coverage 95 %", "mean std", "rank ρ(|error|, std)", "scale",
                        "floor", "ensemble R²", "ViT R² (model.pt)"], rows)
     fig, ax = plt.subplots(figsize=(4.4, 4.2))

@@ -310,6 +310,33 @@ def error_spread_rank(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nd
     return np.array(out)
 
 
+COVERAGE_95_RANGE = (0.85, 0.99)  # outside it a run says its 95 % intervals are off on the test blocks
+
+
+def coverage_warnings(test: dict, n_test: int) -> dict[str, str]:
+    """A sentence for each target whose 95 % test coverage lies outside `COVERAGE_95_RANGE`.
+
+    Args:
+        test: `uncertainty_scores` output (per target, ``coverage_95``).
+        n_test: number of test points scored.
+
+    Returns:
+        {target: sentence}, empty when every target is inside.
+    """
+    lo, hi = COVERAGE_95_RANGE
+    out = {}
+    for name, s in test.items():
+        c = s["coverage_95"]
+        held = f"its 95 % interval held {c:.3f} of the {n_test} test values"
+        if c < lo:
+            out[name] = (f"{name}: {held} (below {lo}): the intervals are too narrow on the test blocks; read them "
+                         "as lower bounds on the error")
+        elif c > hi:
+            out[name] = (f"{name}: {held} (above {hi}): the intervals are wider than the test blocks needed; "
+                         "its uncertainty is conservative")
+    return out
+
+
 def uncertainty_scores(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, cal: Calibration, names) -> dict:
     """Per target: coverage of the 68 % and 95 % intervals, mean std, error-std rank correlation.
 
