@@ -202,12 +202,15 @@ if __name__ == "__main__":
             for t in res["r2"]:
                 print(f"{Path(r).name:>10} {t:>15} R2 {res['r2'][t]:6.3f}  " + "  ".join(
                     f"{c} {res[c][t]['coverage_68']:.2f}/{res[c][t]['coverage_95']:.2f}" for c in CANDIDATES))
+        from structattn.train.uncertainty import COVERAGE_95_RANGE
+
+        lo, hi = COVERAGE_95_RANGE
         scored = [res for k, res in table.items() if k in {Path(r).name for r in a.runs}]
         for c in CANDIDATES:  # the rules of docs/uncertainty.md, over the runs given
             cov = [res[c][t]["coverage_95"] for res in scored for t in res["r2"]]
-            inside = sum(0.85 <= v <= 0.99 for v in cov)
+            inside = sum(lo <= v <= hi for v in cov)
             print(f"{c:>12}: mean |coverage_95 - 0.95| {np.mean(np.abs(np.subtract(cov, 0.95))):.4f}, "
-                  f"{inside} of {len(cov)} targets in [0.85, 0.99]")
+                  f"{inside} of {len(cov)} targets in [{lo}, {hi}]")
         RESULT.write_text(json.dumps(result, indent=1))
         sys.exit(0)
     for r in a.runs:

@@ -6,6 +6,7 @@ import html
 
 import matplotlib.pyplot as plt
 
+from ..train.uncertainty import COVERAGE_95_RANGE
 from .base import fig_to_html, register_section, table_html
 from .map_figures import reliability_plot
 
@@ -31,7 +32,8 @@ def uncertainty_section(ctx) -> str | None:
            "the std (does the uncertainty say where the errors are?).</p>")
     warnings = u.get("coverage_warnings") or {}  # runs before 2026-11-27 have none
     if warnings:
-        out += ("<div class='warn'><b>Calibration off on the test blocks</b> (95 % coverage outside 0.85-0.99): "
+        lo, hi = COVERAGE_95_RANGE
+        out += (f"<div class='warn'><b>Calibration off on the test blocks</b> (95 % coverage outside {lo}-{hi}): "
                 + "; ".join(html.escape(w) for w in warnings.values()) + ".</div>")
     out += table_html(["target", "coverage 68 %", "coverage 95 %", "mean std", "rank ρ(|error|, std)", "scale",
                        "floor", "ensemble R²", "ViT R² (model.pt)"], rows)
