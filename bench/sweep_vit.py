@@ -114,6 +114,9 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "spatial_stemavgmax": ({"stem": 16, "readout": "spatial", "stem_pool": "avgmax"}, {"weight_decay": 0.3, "buffer": 8}),
     # round 15: sharpness-aware minimisation (rho 0.05) around AdamW, the default model
     "spatial_stemavg_sam": ({"stem": 16, "readout": "spatial", "stem_pool": "avg"}, {"weight_decay": 0.3, "buffer": 8, "sam": 0.05}),
+    # round 16: fixed wavelet-modulus features (first-order scattering, 2 scales x 8 orientations) added to each
+    # token's embedding; the learned stem unchanged
+    "spatial_stemavg_wav": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8}, {"weight_decay": 0.3, "buffer": 8}),
 }
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import lrp as rules
+from .wavelet import WaveletModulus
 
 
 READOUTS = ("cls", "tokens", "spatial", "pool", "spatial_embed")  # ViTConfig.readout; docs/training.md (rounds 5, 9)
@@ -56,6 +57,11 @@ class ViTConfig:
     # concatenates both pools' channels at each pooling (so the second conv has 2 x 2 x stem inputs and
     # the embedding 4 x stem); round 14.
     stem_pool: str = "none"
+    # Wavelet-modulus token features (`structattn.nets.wavelet`; docs/training.md, round 16): with L > 0,
+    # each token's embedding also gains a 1 x 1 embedding of its cell's first-order scattering
+    # coefficients (per channel: the cell mean and the mean |x * psi| of fixed Morlet wavelets at 2 scales
+    # and L orientations). 0 = off.
+    wavelets: int = 0
     # What the outputs read (READOUTS; docs/training.md, sweep round 5):
     #   "cls"     a linear head on the final [CLS] state (ViT convention);
     #   "spatial" that head plus, per output k, sum_t s_kt (w_k . z_t): a learned weighting s_k over the
@@ -80,6 +86,8 @@ class ViTConfig:
             raise ValueError(f"window: expected a multiple of patch={self.patch}, got {self.window}")
         if self.dim % self.heads:
             raise ValueError(f"dim: expected a multiple of heads={self.heads}, got {self.dim}")
+        if not isinstance(self.wavelets, (int, np.integer)) or isinstance(self.wavelets, bool) or self.wavelets < 0:
+            raise ValueError(f"wavelets: expected 0 (off) or a positive number of orientations, got {self.wavelets!r}")
         for name in ("in_channels", "window", "patch", "dim", "depth", "heads", "n_outputs", "pool_maps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
@@ -238,6 +246,9 @@ class ViTRegressor(nn.Module):
             self.embed = nn.Conv2d(cfg.stem or cfg.in_channels, cfg.dim, kernel_size=cfg.patch, stride=cfg.patch)
         else:
             self.embed = nn.Conv2d(2 * widen * cfg.stem, cfg.dim, kernel_size=1)
+        if cfg.wavelets:  # fixed wavelet-modulus features per token cell, embedded and added (round 16)
+            self.wavelet = WaveletModulus(cfg.in_channels, patch=cfg.patch, orientations=cfg.wavelets)
+            self.wavelet_embed = nn.Conv2d(self.wavelet.out_channels, cfg.dim, kernel_size=1)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -278,15 +289,22 @@ class ViTRegressor(nn.Module):
             raise ValueError(
                 f"x: expected (B, {self.cfg.in_channels}, {self.cfg.window}, {self.cfg.window}), got {tuple(x.shape)}"
             )
+        t = self.embed_cells(x, lrp=lrp).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
+        return t + self.pos
+
+    def embed_cells(self, x: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
+        """(B, C, w, w) -> (B, dim, g, g): each token cell's embedding, before [CLS] and positions."""
         if lrp is not None and self.cfg.stem:  # conv stem: ε-rule (gradient x input) with identity-rule GELUs
             s = x  # convolutions and max-pools pass their gradient (the ε-rule / winner-takes-all)
             for layer in self.stem:
                 s = rules.identity_rule(layer, s) if isinstance(layer, nn.GELU) else layer(s)
         else:
             s = self.stem(x)
-        t = self.embed(s).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
-        t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
-        return t + self.pos
+        e = self.embed(s)
+        if self.cfg.wavelets:  # 1-homogeneous in x (modulus, means): gradient x input conserves relevance
+            e = e + self.wavelet_embed(self.wavelet(x))
+        return e
 
     def encode(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
         """(B, C, w, w) -> the states the readout reads and the per-layer attention weights (a list

@@ -47,7 +47,7 @@ class MaskedTokenModule(L.LightningModule):
         mask.scatter_(1, order[:, :n_mask], True)  # (B, g*g) tokens to blank
         pix = mask.view(b, 1, g, 1, g, 1).expand(b, 1, g, p, g, p).reshape(b, 1, g * p, g * p)
         xin = x.masked_fill(pix, 0.0)  # the stem must not see blanked pixels
-        t = m.embed(m.stem(xin)).flatten(2).transpose(1, 2)  # (B, g*g, dim)
+        t = m.embed_cells(xin).flatten(2).transpose(1, 2)  # (B, g*g, dim)
         t = torch.where(mask[..., None], self.mask_token.expand(b, g * g, -1), t)
         h = torch.cat([m.cls.expand(b, -1, -1), t], dim=1) + m.pos
         for blk in m.blocks:

@@ -1,0 +1,70 @@
+"""Wavelet-modulus token features: first-order scattering coefficients per token cell.
+
+Each input channel is convolved with complex Morlet wavelets ψ_{j,θ} (kymatio's filter design:
+scales j = 0 .. J-1, L orientations), the modulus |x * ψ_{j,θ}| is taken at every pixel and
+averaged over each token's cell, next to the cell mean of the channel itself (the low-pass).
+That is Mallat's first-order scattering transform with a box low-pass matching the token grid
+(kymatio's `Scattering2D` uses a Gaussian low-pass and FFTs; its 2-D transform cost about 10x
+more per batch on this CPU). The filters are fixed: the modulus of an oriented wavelet is an
+edge *energy* at one orientation and scale, which ~10^3 labelled points are too few to learn
+from scratch (docs/training.md, round 16).
+
+The map x -> features is positively homogeneous of degree 1 (the modulus) or linear (the cell
+means), so gradient x input conserves relevance through it, as through the conv stem.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KERNEL = 11  # spatial support of the filters: ±5 px, ±3σ of the coarser scale (σ = 1.6 px)
+
+
+def morlet_bank(scales: int, orientations: int, size: int = KERNEL) -> np.ndarray:
+    """(scales * orientations, size, size) complex Morlet wavelets centred on the middle pixel,
+    in kymatio's design (`kymatio.scattering2d.filter_bank.filter_bank`: σ = 0.8·2^j, ξ = 3π/4 / 2^j,
+    slant 4 / L), ordered j-major."""
+    from kymatio.scattering2d.filter_bank import morlet_2d  # kymatio's top-level import also loads 3-D code
+
+    if scales < 1 or orientations < 1:
+        raise ValueError(f"scales, orientations: expected positive integers, got {scales}, {orientations}")
+    L = orientations
+    bank = [morlet_2d(size, size, 0.8 * 2**j, (int(L - L / 2 - 1) - t) * np.pi / L, 3.0 / 4.0 * np.pi / 2**j,
+                      4.0 / L, offset=-(size // 2))
+            for j in range(scales) for t in range(L)]
+    return np.asarray(bank)
+
+
+def wavelet_scales(patch: int) -> int:
+    """Scales for a token of `patch` px: the largest J with 2^J <= patch, at most 2 (at least 1)."""
+    return max(1, min(2, int(np.floor(np.log2(max(patch, 1))))))
+
+
+class WaveletModulus(nn.Module):
+    """(B, C, w, w) -> (B, C (1 + J L), w / patch, w / patch): per token cell, each channel's mean and
+    its mean wavelet modulus at J scales and L orientations. No trained parameters."""
+
+    def __init__(self, in_channels: int, *, patch: int, orientations: int = 8) -> None:
+        super().__init__()
+        self.in_channels, self.patch = in_channels, patch
+        self.scales = wavelet_scales(patch)
+        bank = morlet_bank(self.scales, orientations)
+        w = torch.as_tensor(np.stack([bank.real, bank.imag], 1).reshape(-1, 1, KERNEL, KERNEL), dtype=torch.float32)
+        self.n_wavelets = len(bank)
+        self.register_buffer("weight", w.repeat(in_channels, 1, 1, 1), persistent=False)  # (C 2 J L, 1, k, k)
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * (1 + self.n_wavelets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        half = KERNEL // 2
+        mode = "reflect" if min(h, w) > half else "replicate"
+        z = F.conv2d(F.pad(x, (half,) * 4, mode=mode), self.weight.to(x.dtype), groups=c)
+        z = z.view(b, c, self.n_wavelets, 2, h, w)
+        mod = torch.sqrt(z.pow(2).sum(3) + 1e-12).view(b, c * self.n_wavelets, h, w)
+        return torch.cat([F.avg_pool2d(x, self.patch), F.avg_pool2d(mod, self.patch)], dim=1)
