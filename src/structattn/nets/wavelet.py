@@ -20,20 +20,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KERNEL = 11  # spatial support of the filters: ±5 px, ±3σ of the coarser scale (σ = 1.6 px)
+# Spatial support of the filters: ±7 px. Cut from a 65 x 65 grid, not built on the small grid, whose
+# periodisation folds the tails back in: |x * ψ| then matches kymatio's FFT transform within 3 % (relative L2)
+# at the coarser scale (11 px: 10 %) and 0.01 % at the finer (tests/test_wavelet.py).
+KERNEL = 15
+_GRID = 65
 
 
 def morlet_bank(scales: int, orientations: int, size: int = KERNEL) -> np.ndarray:
-    """(scales * orientations, size, size) complex Morlet wavelets centred on the middle pixel,
+    """(scales * orientations, size, size) complex Morlet wavelets centred on the middle pixel (odd size),
     in kymatio's design (`kymatio.scattering2d.filter_bank.filter_bank`: σ = 0.8·2^j, ξ = 3π/4 / 2^j,
     slant 4 / L), ordered j-major."""
     from kymatio.scattering2d.filter_bank import morlet_2d  # kymatio's top-level import also loads 3-D code
 
-    if scales < 1 or orientations < 1:
-        raise ValueError(f"scales, orientations: expected positive integers, got {scales}, {orientations}")
-    L = orientations
-    bank = [morlet_2d(size, size, 0.8 * 2**j, (int(L - L / 2 - 1) - t) * np.pi / L, 3.0 / 4.0 * np.pi / 2**j,
-                      4.0 / L, offset=-(size // 2))
+    if scales < 1 or orientations < 1 or size % 2 == 0 or size > _GRID:
+        raise ValueError(f"scales, orientations, size: expected positive integers and an odd size <= {_GRID}, "
+                         f"got {scales}, {orientations}, {size}")
+    L, c, h = orientations, _GRID // 2, size // 2
+    bank = [morlet_2d(_GRID, _GRID, 0.8 * 2**j, (int(L - L / 2 - 1) - t) * np.pi / L, 3.0 / 4.0 * np.pi / 2**j,
+                      4.0 / L, offset=-c)[c - h : c + h + 1, c - h : c + h + 1]
             for j in range(scales) for t in range(L)]
     return np.asarray(bank)
 
@@ -60,11 +65,15 @@ class WaveletModulus(nn.Module):
     def out_channels(self) -> int:
         return self.in_channels * (1 + self.n_wavelets)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def modulus(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, J L, H, W): |x * ψ| at every pixel, the image reflected at its edges."""
         b, c, h, w = x.shape
         half = KERNEL // 2
         mode = "reflect" if min(h, w) > half else "replicate"
         z = F.conv2d(F.pad(x, (half,) * 4, mode=mode), self.weight.to(x.dtype), groups=c)
-        z = z.view(b, c, self.n_wavelets, 2, h, w)
-        mod = torch.sqrt(z.pow(2).sum(3) + 1e-12).view(b, c * self.n_wavelets, h, w)
+        return torch.sqrt(z.view(b, c, self.n_wavelets, 2, h, w).pow(2).sum(3) + 1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        mod = self.modulus(x).view(b, c * self.n_wavelets, h, w)
         return torch.cat([F.avg_pool2d(x, self.patch), F.avg_pool2d(mod, self.patch)], dim=1)
