@@ -4,6 +4,11 @@ is rebuilt with the pipeline's own stages, pixel ridge and the candidate are fit
 choice is replayed with the default benchmark's ViT validation R².
 
     python bench/probe_wavelet_ridge.py                      # nine images -> bench/results/wavelet_ridge.json
+    python bench/probe_wavelet_ridge.py --seed 1 --default bench/results/semisynth_seed1.json \
+        --out bench/results/wavelet_ridge_seed1.json         # round 16c, out of sample
+
+Candidates: round 16b's ridge on pixels and wavelet moduli ("pixels+wavelets"), and round 16c's better of
+that and pixel ridge per target on the validation blocks ("best").
 
 The ViT's validation predictions were not kept, so the verdict's bootstrap margin is taken as 0 (ridge
 when its validation R² is >= 0.5 and >= the ViT's). Where the default run already chose pixel ridge,
@@ -51,8 +56,8 @@ def wavelet_features(patches: np.ndarray, patch: int, batch: int = 256) -> np.nd
     return np.concatenate(out)
 
 
-def fit_both(source: str) -> dict:
-    cfg = RunConfig(source=source, progress=False)
+def fit_both(source: str, seed: int = 0) -> dict:
+    cfg = RunConfig(source=source, progress=False, seed=seed)
     sample, checksum = load_stage(cfg, None, lambda *_: None)
     geo = resolve_geometry(sample, cfg)
     usable, split = split_stage(cfg, sample, geo)
@@ -68,6 +73,10 @@ def fit_both(source: str) -> dict:
         pred = ridge_predict(f, np.arange(len(f)), fit, fit["chosen"])
         out[name] = {"val": r2(ys[d.val], pred[d.val]).tolist(), "test": r2(ys[d.test], pred[d.test]).tolist(),
                      "features": f.shape[1]}
+    pick = [int(w > p) for p, w in zip(out["pixels"]["val"], out["pixels+wavelets"]["val"])]  # ties: pixels
+    keys = ("pixels", "pixels+wavelets")
+    out["best"] = {part: [out[keys[c]][part][k] for k, c in enumerate(pick)] for part in ("val", "test")}
+    out["best"]["uses"] = [keys[c] for c in pick]
     return out
 
 
@@ -90,20 +99,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", default=",".join(IMAGES))
     ap.add_argument("--out", type=Path, default=RESULTS / "wavelet_ridge.json")
+    ap.add_argument("--seed", type=int, default=0, help="the runs' seed (their blocks), as bench_semisynth.py --seed")
+    ap.add_argument("--default", type=Path, nargs="+", default=list(DEFAULT),
+                    help="the benchmark summaries with the ViT's figures for these runs")
+    ap.add_argument("--candidate", default="pixels+wavelets", choices=("pixels+wavelets", "best"),
+                    help="pixels+wavelets: round 16b; best: round 16c")
     a = ap.parse_args()
     torch.manual_seed(0)
     sources = runs("all", None)
     per_run = {}
-    for f in DEFAULT:
+    for f in a.default:
         for t, row in json.loads(f.read_text())["rules"].items():
             for image, r in row["per_run"].items():
                 per_run.setdefault(image, {})[t] = r
-    result = {"images": {}, "note": __doc__.split("\n\n")[0]}
+    result = {"images": {}, "note": __doc__.split("\n\n")[0], "seed": a.seed, "candidate": a.candidate,
+              "default": [str(p) for p in a.default]}
     for image in a.images.split(","):
-        probe = fit_both(sources[image])
+        probe = fit_both(sources[image], a.seed)
         default = per_run[image]
         check = max(abs(probe["pixels"]["test"][k] - default[t]["ridge"]) for k, t in enumerate(probe["targets"]))
-        base, cand = replay(probe, default, "pixels"), replay(probe, default, "pixels+wavelets")
+        base, cand = replay(probe, default, "pixels"), replay(probe, default, a.candidate)
         result["images"][image] = {**probe, "split_check_max_abs_diff": check, "replay_pixels": base,
                                    "replay_candidate": cand}
         print(f"{image}: split check {check:.4f}; " + ", ".join(
@@ -113,7 +128,7 @@ def main() -> None:
     for t in rules:
         b = np.mean([v["replay_pixels"][t][1] for v in result["images"].values()])
         c = np.mean([v["replay_candidate"][t][1] for v in result["images"].values()])
-        wav = np.mean([v["pixels+wavelets"]["test"][v["targets"].index(t)] for v in result["images"].values()])
+        wav = np.mean([v[a.candidate]["test"][v["targets"].index(t)] for v in result["images"].values()])
         table[t] = {"pixels": float(b), "candidate": float(c), "difference": float(c - b), "wavelet_ridge_alone": float(wav),
                     "ridge_chosen": sum(v["replay_candidate"][t][0] == "ridge" for v in result["images"].values())}
     mean_b = float(np.mean([r["pixels"] for r in table.values()]))
