@@ -83,7 +83,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
 CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "sam", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
-              "stem_pool")
+              "stem_pool", "wavelets")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -251,6 +251,8 @@ if __name__ == "__main__":
                     help="run with this --sam (sharpness-aware minimisation; sweep round 15, docs/training.md)")
     ap.add_argument("--stem-pool", default=None,
                     help="run with this --stem-pool (a hybrid stem pooled to the token grid; sweep round 13, docs/training.md)")
+    ap.add_argument("--wavelets", type=int, default=None,
+                    help="run with this --wavelets (wavelet-modulus token features; sweep round 16, docs/training.md)")
     ap.add_argument("--pretrain-epochs", type=int, default=None,
                     help="run with this many epochs of masked-token pretraining (sweep round 12, docs/training.md)")
     ap.add_argument("--ensemble", type=int, default=None,

@@ -44,7 +44,8 @@ def _with_base(m: ViTRegressor) -> ViTRegressor:
 @pytest.mark.parametrize("rule", ["attnlrp", "cp"])
 def test_lrp_forward_gives_the_same_outputs(rule):
     x = torch.randn(5, 2, 16, 16, generator=torch.Generator().manual_seed(0))
-    for m in (_random_model(), _random_model(lsa=True, stem_pool="max"), _random_model(stem_pool="avgmax")):
+    for m in (_random_model(), _random_model(lsa=True, stem_pool="max"), _random_model(stem_pool="avgmax"),
+              _random_model(stem_pool="avg", wavelets=8)):
         with torch.no_grad():
             torch.testing.assert_close(m(x, lrp=rule), m(x), rtol=1e-5, atol=1e-6)
     toy = trained_toy()
@@ -105,7 +106,8 @@ def test_relevance_budget_closes_exactly(rule):
                      (_random_model(readout="spatial_embed"), xr),  # the embeddings' linear path too
                      (_with_base(_random_model(readout="spatial", linear_base=True)), xr),  # and a ridge base
                      (_random_model(lsa=True, stem_pool="max"), xr),  # locality attention, pooled stem
-                     (_random_model(stem_pool="avg"), xr), (_random_model(stem_pool="avgmax"), xr)):
+                     (_random_model(stem_pool="avg"), xr), (_random_model(stem_pool="avgmax"), xr),
+                     (_random_model(stem_pool="avg", wavelets=8), xr)):  # fixed wavelet-modulus features
         for target in (0, 1):
             y, terms = _budget(model, x, target, rule)
             assert sum(terms.values()) == pytest.approx(y, rel=1e-4, abs=1e-5), (rule, target, terms)

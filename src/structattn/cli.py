@@ -89,6 +89,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "grid (a hybrid stem, like the CNN baseline's first two blocks); none: two full-resolution "
                         "convolutions (default avg with a conv stem, none with --stem 0; see docs/training.md, "
                         "rounds 13b and 14)")
+    p.add_argument("--wavelets", type=int, default=d.wavelets, metavar="L",
+                   help=f"each token also embeds its cell's first-order scattering coefficients: the mean modulus of "
+                        f"fixed Morlet wavelets at 2 scales and L orientations (8 is kymatio's design), per channel; "
+                        f"0 = off (default {d.wavelets}; docs/training.md, round 16)")
     p.add_argument("--readout", default=d.readout, choices=READOUTS,
                    help=f"what the outputs read: spatial (the final [CLS] state and a learned weighting of the "
                         f"patch tokens per target), cls (the [CLS] state alone, the ViT convention), spatial_embed (spatial, "
@@ -100,6 +104,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "validation variance and the ViT does not beat it there (the verdict's margin); the run "
                         "says which (spatial readouts, no augmentation; docs/training.md round 10c) (default "
                         + ("on where it applies" if auto_ridge is None else "on" if auto_ridge else "off") + ")")
+    p.add_argument("--ridge-wavelets", type=int, default=d.ridge_wavelets, metavar="L",
+                   help=f"--prefer-ridge also fits ridge on the pixels and their token cells' wavelet moduli (fixed "
+                        f"Morlet wavelets, 2 scales x L orientations) and holds, per target, whichever ridge does better "
+                        f"on the validation blocks; 0 = pixel ridge only (default {d.ridge_wavelets}; docs/training.md, "
+                        f"round 16c)")
     p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
                         "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
@@ -245,9 +254,9 @@ def _config_from_args(args, source: str):
         source=source, targets=args.targets, structure_from=args.structure_from, window=args.window,
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-        depth=args.depth, heads=args.heads, stem=args.stem, stem_pool=args.stem_pool, readout=args.readout,
+        depth=args.depth, heads=args.heads, stem=args.stem, stem_pool=args.stem_pool, wavelets=args.wavelets, readout=args.readout,
         criterion=args.criterion,
-        prefer_ridge=args.prefer_ridge,
+        prefer_ridge=args.prefer_ridge, ridge_wavelets=args.ridge_wavelets,
         target_patience=args.target_patience, ema=args.ema, sam=args.sam,
         weight_decay=args.weight_decay, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,

@@ -55,11 +55,16 @@ class RunConfig:
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
     stem_pool: str | None = None  # "avg"/"max": the stem's two conv blocks pool down to the token grid (a hybrid
     # stem), "none": two full-resolution convolutions; None = "avg" with a conv stem (docs/training.md, round 13b)
+    wavelets: int = 0  # > 0: each token also embeds its cell's wavelet-modulus means at 2 scales and this many
+    # orientations (fixed Morlet filters, first-order scattering); 0 = off (docs/training.md, round 16)
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
     prefer_ridge: bool | None = None  # a target whose ViT does not beat ridge on the validation blocks, where
     # ridge explains at least half the variance, is predicted by ridge (docs/training.md, round 10c); None = on
     # where it applies (a spatial readout, no augmentation), resolved when the config is made
+    ridge_wavelets: int = 8  # --prefer-ridge also fits ridge on the pixels and their cells' wavelet moduli at this many
+    # orientations, and per target holds whichever ridge explains more of the validation variance (round 16c); 0 =
+    # pixel ridge only
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
@@ -122,6 +127,12 @@ class RunConfig:
             raise ValueError(f"--stem-pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
         if self.stem_pool != "none" and not self.stem:
             raise ValueError(f"--stem-pool {self.stem_pool}: needs a conv stem (--stem > 0), got --stem {self.stem}")
+        if isinstance(self.wavelets, bool) or not isinstance(self.wavelets, (int, np.integer)) or self.wavelets < 0:
+            raise ValueError(f"--wavelets: expected 0 (off) or a positive number of orientations, got {self.wavelets!r}")
+        if isinstance(self.ridge_wavelets, bool) or not isinstance(self.ridge_wavelets, (int, np.integer)) \
+                or self.ridge_wavelets < 0:
+            raise ValueError(f"--ridge-wavelets: expected 0 (pixel ridge only) or a positive number of orientations, "
+                             f"got {self.ridge_wavelets!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
         if self.prefer_ridge and self.readout not in SPATIAL:
@@ -430,7 +441,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     y_std = np.maximum(d.y[d.train].std(0), 1e-8)
     geo = d.geometry
     vit_cfg = ViTConfig(in_channels=image.shape[0], window=geo["window"], patch=geo["patch"], dim=cfg.dim,
-                        depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, stem_pool=cfg.stem_pool,
+                        depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, stem_pool=cfg.stem_pool, wavelets=cfg.wavelets,
                         readout=cfg.readout, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, criterion=cfg.criterion,
@@ -440,7 +451,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     trained = TrainedModel(model=None, target_names=d.targets.names, channel_mean=d.channel_mean,  # type: ignore[arg-type]
                            channel_std=d.channel_std, target_mean=y_mean, target_std=y_std, pad_mode=cfg.pad_mode)
     stem = ("no conv stem" if not vit_cfg.stem else f"{vit_cfg.stem_pool}-pooled stem" if vit_cfg.stem_pool != "none"
-            else "full-resolution stem")
+            else "full-resolution stem") + (f", wavelet features ({vit_cfg.wavelets} orientations)" if vit_cfg.wavelets else "")
     say(f"training ViT ({vit_cfg.depth} layers, {vit_cfg.heads} heads, {vit_cfg.n_tokens} tokens of "
         f"{vit_cfg.patch} px, {stem}, window {vit_cfg.window} px, augmentation {cfg.augment}) on {len(d.train)} points")
     t0 = time.perf_counter()
@@ -480,28 +491,93 @@ def ridge_choice(y_val: np.ndarray, vit_val: np.ndarray, ridge_val: np.ndarray, 
     return out
 
 
+RIDGE_FEATURES = {"pixels": "ridge on the patch pixels",
+                  "pixels+wavelets": "ridge on the patch pixels and their wavelet moduli"}
+
+
+def ridge_candidates(source, y: np.ndarray, *, train: np.ndarray, val: np.ndarray, wavelets: int,
+                     patch: int) -> dict[str, dict]:
+    """The ridges `--prefer-ridge` may hold, fitted on the standardised targets `y`: "pixels" (`pixel_ridge`)
+    and, with `wavelets` > 0, "pixels+wavelets" (the pixels and their token cells' wavelet moduli)."""
+    out = {"pixels": pixel_ridge(source, y, train_index=train, val_index=val)}
+    if wavelets:
+        out["pixels+wavelets"] = pixel_ridge(source, y, train_index=train, val_index=val, wavelets=wavelets,
+                                             patch=patch)
+    return out
+
+
+def choose_ridges(y_val: np.ndarray, vit_val: np.ndarray, candidates: dict[str, np.ndarray], *,
+                  seed: int = 0) -> list[dict]:
+    """Per target (columns of the (m, K) validation values and predictions), which predictor to hold
+    (docs/training.md, rounds 10c and 16c), with the figures that decided:
+
+    - "pixels+wavelets" (when a candidate) if it explains more of the validation variance than pixel
+      ridge, at least `PREFER_RIDGE_MIN_R2` of it, and beats the ViT there by the verdict's margin: it is
+      no baseline, so it must win, not tie;
+    - else "pixels" by round 10c's rule (`ridge_choice`): it is the ridge baseline, so a tie is enough;
+    - else the ViT ("vit").
+    """
+    base = ridge_choice(y_val, vit_val, candidates["pixels"], seed=seed)
+    if "pixels+wavelets" not in candidates:
+        return [{**c, "ridge_features": "pixels"} for c in base]
+    wav = ridge_choice(y_val, vit_val, candidates["pixels+wavelets"], seed=seed)
+    out = []
+    for c, w in zip(base, wav):
+        by = {"pixels": c["ridge_val_r2"], "pixels+wavelets": w["ridge_val_r2"]}
+        wins = (w["ridge_val_r2"] > c["ridge_val_r2"] and w["ridge_val_r2"] >= PREFER_RIDGE_MIN_R2
+                and w["ridge_val_r2"] >= w["vit_val_r2"] + w["margin"])
+        pick = {**w, "predicted_by": "ridge", "ridge_features": "pixels+wavelets"} if wins else \
+            {**c, "ridge_features": "pixels"}
+        pick["ridge_val_r2_by_features"] = {k: (v if np.isfinite(v) else None) for k, v in by.items()}
+        pick["rule"] = (f"ridge on the pixels and their wavelet moduli when it explains more of the validation "
+                        f"variance than pixel ridge, at least {PREFER_RIDGE_MIN_R2:g} of it, and beats the ViT's R² by "
+                        f"the margin; else pixel ridge when its validation R² >= {PREFER_RIDGE_MIN_R2:g} and the "
+                        f"ViT's is not higher by the margin")
+        out.append(pick)
+    return out
+
+
+def held_ridge(candidates: dict[str, dict], features: list[str], chosen: list[int]) -> dict:
+    """One linear map for `predict_linearly`: per target, the weights of the ridge named in `features`.
+    "wavelet_weight" (zero rows for pixel targets) and "wavelets" only when a `chosen` target reads the
+    moduli."""
+    pix = candidates["pixels"]
+    r = {"weight": pix["weight"].copy(), "bias": np.asarray(pix["bias"], np.float64).copy(), "chosen": list(chosen),
+         "features": list(features)}
+    wav = candidates.get("pixels+wavelets")
+    uses = [k for k in chosen if features[k] == "pixels+wavelets"]
+    if uses:
+        r["wavelet_weight"] = np.zeros_like(wav["wavelet_weight"])
+        for k in uses:
+            r["weight"][k], r["bias"][k], r["wavelet_weight"][k] = wav["weight"][k], wav["bias"][k], wav["wavelet_weight"][k]
+        r["wavelets"] = wav["wavelets"]
+    return r
+
+
 def ridge_choice_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray, say) -> None:
-    """--prefer-ridge (docs/training.md, round 10c): per target, when ridge on the patch pixels explains
-    at least half the validation variance and the ViT does not beat it there by the verdict's margin
-    (`r2_margin`), the target is predicted by ridge: the model's transformer terms for it are zeroed
-    and ridge is held as its linear base (`predict_linearly`). Records ``predicted_by`` and the
-    figures that chose it in each target's scores."""
+    """--prefer-ridge (docs/training.md, rounds 10c and 16c): per target, `choose_ridges` decides on the
+    validation blocks whether ridge on the patch pixels, ridge on the pixels and their wavelet moduli, or the
+    ViT predicts it; a target given to a ridge has the model's transformer terms for it zeroed and that
+    ridge held as its linear base (`predict_linearly`). Records ``predicted_by`` and the figures that chose
+    it in each target's scores."""
     if not cfg.prefer_ridge:
         return
     tm, names = f.trained, d.targets.names
-    r = pixel_ridge(d.source, (d.y - tm.target_mean) / tm.target_std, train_index=d.train, val_index=d.val)
-    ridge_val = r["val_pred"] * tm.target_std + tm.target_mean
-    choice = ridge_choice(d.y[d.val], f.pred[d.val], ridge_val, seed=cfg.seed)
+    cands = ridge_candidates(d.source, (d.y - tm.target_mean) / tm.target_std, train=d.train, val=d.val,
+                             wavelets=cfg.ridge_wavelets, patch=d.geometry["patch"])
+    choice = choose_ridges(d.y[d.val], f.pred[d.val],
+                           {k: r["val_pred"] * tm.target_std + tm.target_mean for k, r in cands.items()}, seed=cfg.seed)
     chosen = [k for k, c in enumerate(choice) if c["predicted_by"] == "ridge"]
+    features = [c["ridge_features"] for c in choice]
     for name, c in zip(names, choice):
         f.scores[name]["predicted_by"] = c.pop("predicted_by")
         f.scores[name]["choice"] = {**c, "vit_test_r2": f.scores[name]["r2"]}
-    f.ridge = {**r, "chosen": chosen}
+    f.ridge = held_ridge(cands, features, chosen)
     if not chosen:
         say("--prefer-ridge: the ViT predicts every target (it beats ridge on the validation blocks, or ridge "
             "explains less than half their variance)")
         return
-    tm.model = predict_linearly(tm.model, chosen, r["weight"], r["bias"])
+    tm.model = hold_ridge(tm.model, f.ridge)
     pred = tm.predict_points(d.source, usable)
     for k in chosen:
         f.pred[usable, k] = pred[:, k]
@@ -509,8 +585,15 @@ def ridge_choice_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarra
     for k in chosen:
         f.scores[names[k]].update(test[names[k]])
     say("--prefer-ridge: predicted by ridge, which the ViT did not beat on the validation blocks: " + ", ".join(
-        f"{names[k]} (validation R² ridge {f.scores[names[k]]['choice']['ridge_val_r2']:.3f}, ViT "
-        f"{f.scores[names[k]]['choice']['vit_val_r2']:.3f})" for k in chosen))
+        f"{names[k]} ({RIDGE_FEATURES[features[k]]}; validation R² ridge "
+        f"{f.scores[names[k]]['choice']['ridge_val_r2']:.3f}, ViT {f.scores[names[k]]['choice']['vit_val_r2']:.3f})"
+        for k in chosen))
+
+
+def hold_ridge(model, ridge: dict):
+    """`predict_linearly` with the held ridge of `ridge_choice_stage` (`f.ridge`) for its chosen targets."""
+    return predict_linearly(model, ridge["chosen"], ridge["weight"], ridge["bias"], ridge.get("wavelet_weight"),
+                            wavelets=ridge.get("wavelets", 0))
 
 
 def validation_groups(split: SpatialSplit | SampleSplit, usable: np.ndarray, n_points: int,
@@ -566,7 +649,7 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
     chosen = [] if f.ridge is None else f.ridge["chosen"]
     if chosen:  # --prefer-ridge: every member predicts those targets by the same ridge
         for m in f.members:
-            m.model = predict_linearly(m.model, chosen, f.ridge["weight"], f.ridge["bias"])
+            m.model = hold_ridge(m.model, f.ridge)
     preds = np.full((cfg.ensemble, *d.y.shape), np.nan)
     preds[0] = f.pred
     for k, m in enumerate(f.members, start=1):
@@ -630,7 +713,8 @@ def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Pa
         learned, best, verdict = learned_verdict(name, vit_r2, base, margin=margin)
         if s.get("predicted_by") == "ridge":
             c = s["choice"]
-            verdict += (f" It is predicted by ridge (--prefer-ridge): the ViT did not beat ridge on the validation "
+            what = RIDGE_FEATURES[c.get("ridge_features", "pixels")]
+            verdict += (f" It is predicted by {what} (--prefer-ridge): the ViT did not beat ridge on the validation "
                         f"blocks (R² {c['vit_val_r2']:.3f} against {c['ridge_val_r2']:.3f}); the ViT's own test R² "
                         f"was {c['vit_test_r2']:.3f}.")
         s.update(baselines=base, best_baseline=best, margin=margin, learned=bool(learned), verdict=verdict)

@@ -57,7 +57,8 @@ def linear_path_kind(model: nn.Module) -> str | None:
     if getattr(cfg, "readout", None) == "spatial_embed":
         parts.append("the tokens' embeddings (--readout spatial_embed)")
     if getattr(cfg, "linear_base", False):
-        parts.append("ridge on the pixels (--prefer-ridge)")
+        parts.append("ridge on the pixels and their wavelet moduli (--prefer-ridge)" if getattr(cfg, "base_wavelets", 0)
+                     else "ridge on the pixels (--prefer-ridge)")
     return " and ".join(parts) or None
 
 

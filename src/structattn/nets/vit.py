@@ -80,6 +80,10 @@ class ViTConfig:
     # targets `structattn run --prefer-ridge` gives to ridge (docs/training.md, round 10c); `fit_vit`
     # fits it before training for round 10's experiment (`fit_linear_base`, not adopted).
     linear_base: bool = False
+    # With L > 0 the linear base also reads each token cell's wavelet-modulus means (`WaveletModulus`, 2 scales
+    # x L orientations per channel) besides its pixels: what `--prefer-ridge` holds for a target where ridge on
+    # the pixels and their wavelet moduli beats ridge on the pixels on the validation blocks (round 16c).
+    base_wavelets: int = 0
 
     def __post_init__(self) -> None:
         if self.window % self.patch:
@@ -99,6 +103,11 @@ class ViTConfig:
             raise ValueError(f"stem_pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
         if self.stem_pool != "none" and not self.stem:
             raise ValueError(f"stem_pool: needs a conv stem (stem > 0), got stem={self.stem}")
+        if isinstance(self.base_wavelets, bool) or not isinstance(self.base_wavelets, (int, np.integer)) \
+                or self.base_wavelets < 0:
+            raise ValueError(f"base_wavelets: expected 0 (off) or a positive number of orientations, got {self.base_wavelets!r}")
+        if self.base_wavelets and not self.linear_base:
+            raise ValueError("base_wavelets: only with linear_base=True (the base is what reads them)")
         if self.linear_base and self.readout not in SPATIAL:
             raise ValueError(f"linear_base: needs a readout of {SPATIAL}, got readout={self.readout!r}")
 
@@ -266,8 +275,10 @@ class ViTRegressor(nn.Module):
             self.read_embed_where = nn.Parameter(torch.full((cfg.n_outputs, cfg.grid**2), 1.0 / cfg.grid**2))
             self.read_embed = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.dim))
             nn.init.trunc_normal_(self.read_embed, std=0.02)
-        if cfg.linear_base:  # fixed (not trained) coefficients per output and token: (K, T-1, C p p)
-            self.register_buffer("base_weight", torch.zeros(cfg.n_outputs, cfg.grid**2, cfg.in_channels * cfg.patch**2))
+        if cfg.linear_base:  # fixed (not trained) coefficients per output and token: (K, T-1, C p p [+ C J L])
+            if cfg.base_wavelets:
+                self.base_wavelet = WaveletModulus(cfg.in_channels, patch=cfg.patch, orientations=cfg.base_wavelets)
+            self.register_buffer("base_weight", torch.zeros(cfg.n_outputs, cfg.grid**2, self._base_width()))
         if cfg.readout == "pool":  # logits of K x M softmax maps over the patch tokens, and their read-out vectors
             self.pool_logits = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.grid**2))
             self.pool_what = nn.Parameter(torch.zeros(cfg.n_outputs, cfg.pool_maps, cfg.dim))
@@ -328,27 +339,38 @@ class ViTRegressor(nn.Module):
             h = torch.cat([h, self._pixel_tokens(x)], dim=-1)
         return h, weights
 
+    def _base_wavelet_width(self) -> int:
+        """Wavelet moduli per token the linear base reads (0 without `base_wavelets`)."""
+        return self.base_wavelet.out_channels - self.cfg.in_channels if self.cfg.base_wavelets else 0
+
+    def _base_width(self) -> int:
+        return self.cfg.in_channels * self.cfg.patch**2 + self._base_wavelet_width()
+
     def _pixel_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, w, w) -> (B, T, C p p): each token's pixels in the embedding's token order, a zero row
-        for [CLS]."""
+        """(B, C, w, w) -> (B, T, C p p [+ C J L]): each token's pixels in the embedding's token order (and,
+        with `base_wavelets`, its cell's wavelet-modulus means), a zero row for [CLS]."""
         b, c, g, p = len(x), self.cfg.in_channels, self.cfg.grid, self.cfg.patch
         t = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p)
-        return torch.cat([t.new_zeros(b, 1, c * p * p), t], dim=1)
+        if self.cfg.base_wavelets:  # the cell means are left out: the pixels hold them linearly
+            t = torch.cat([t, self.base_wavelet(x)[:, c:].flatten(2).transpose(1, 2)], dim=-1)
+        return torch.cat([t.new_zeros(b, 1, t.shape[-1]), t], dim=1)
 
-    def set_linear_base(self, weight, bias) -> None:
+    def set_linear_base(self, weight, bias, wavelet_weight=None) -> None:
         """Fix the linear base: output k gains ``weight[k] . x`` (weight (K, C, w, w) on the model's
-        standardised input); ``bias`` (K,) is added to the output bias (the head's, which training
-        goes on to adjust)."""
+        standardised input), and with `base_wavelets` ``wavelet_weight[k] . m(x)`` (wavelet_weight
+        (K, C J L, g, g) on the cells' wavelet-modulus means m(x); None = zero); ``bias`` (K,) is added
+        to the output bias (the head's, which training goes on to adjust)."""
         cfg = self.cfg
         if not cfg.linear_base:
             raise ValueError("linear_base: this model was built without a linear base (ViTConfig.linear_base=False)")
-        w, b = self._check_base(weight, bias)
+        w, b, wv = self._check_base(weight, bias, wavelet_weight)
         with torch.no_grad():
-            self.base_weight.copy_(self._token_layout(w))
+            self.base_weight.copy_(self._token_layout(w, wv))
             self.head.bias.add_(b.to(self.head.bias.device))
 
-    def _check_base(self, weight, bias) -> tuple[torch.Tensor, torch.Tensor]:
-        """A linear base's (K, C, w, w) weight and (K,) bias as tensors, or a ValueError naming which is wrong."""
+    def _check_base(self, weight, bias, wavelet_weight=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A linear base's (K, C, w, w) weight, (K,) bias and (K, C J L, g, g) wavelet weight (or None) as
+        tensors, or a ValueError naming which is wrong."""
         cfg = self.cfg
         w = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
         want = (cfg.n_outputs, cfg.in_channels, cfg.window, cfg.window)
@@ -357,12 +379,26 @@ class ViTRegressor(nn.Module):
         b = torch.as_tensor(np.asarray(bias), dtype=torch.float32).reshape(-1)
         if len(b) != cfg.n_outputs or not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise ValueError(f"bias: expected {cfg.n_outputs} finite values (and a finite weight), got {tuple(b.shape)}")
-        return w, b
+        wv = None
+        if wavelet_weight is not None:
+            if not cfg.base_wavelets:
+                raise ValueError("wavelet_weight: this model's base reads no wavelet moduli (ViTConfig.base_wavelets=0)")
+            wv = torch.as_tensor(np.asarray(wavelet_weight), dtype=torch.float32)
+            want = (cfg.n_outputs, self._base_wavelet_width(), cfg.grid, cfg.grid)
+            if tuple(wv.shape) != want or not torch.isfinite(wv).all():
+                raise ValueError(f"wavelet_weight: expected finite values of shape {want}, got {tuple(wv.shape)}")
+        return w, b, wv
 
-    def _token_layout(self, w: torch.Tensor) -> torch.Tensor:
-        """(K, C, w, w) pixel weights -> (K, T-1, C p p), the layout of `_pixel_tokens`."""
+    def _token_layout(self, w: torch.Tensor, wavelet_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, C, w, w) pixel weights [and (K, C J L, g, g) wavelet weights] -> (K, T-1, C p p [+ C J L]),
+        the layout of `_pixel_tokens` (zero wavelet weights where none are given)."""
         g, p = self.cfg.grid, self.cfg.patch
-        return w.reshape(len(w), self.cfg.in_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(len(w), g * g, -1)
+        t = w.reshape(len(w), self.cfg.in_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(len(w), g * g, -1)
+        if self.cfg.linear_base and self.cfg.base_wavelets:
+            wv = (wavelet_weight if wavelet_weight is not None
+                  else w.new_zeros(len(w), self._base_wavelet_width(), g, g))
+            t = torch.cat([t, wv.flatten(2).transpose(1, 2)], dim=-1)
+        return t
 
     def readout(self, h: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
         """States from `encode` -> outputs (B, n_outputs); linear in the normed final states (and,
@@ -456,22 +492,27 @@ class ViTRegressor(nn.Module):
         return (y, weights) if return_attention else y
 
 
-def predict_linearly(model: ViTRegressor, targets, weight, bias) -> ViTRegressor:
+def predict_linearly(model: ViTRegressor, targets, weight, bias, wavelet_weight=None, *,
+                     wavelets: int = 0) -> ViTRegressor:
     """A copy of `model` whose outputs ``targets`` are the linear map ``weight[k] . x + bias[k]`` of the
-    standardised input alone (weight (K, C, w, w), bias (K,); rows of other outputs are ignored): their
-    transformer read-out terms are zeroed and the map held as the model's linear base
-    (`ViTConfig.linear_base`). The other outputs are unchanged. What `structattn run --prefer-ridge`
-    does to the targets where ridge does as well as the ViT (docs/training.md, round 10c)."""
+    standardised input alone (weight (K, C, w, w), bias (K,); rows of other outputs are ignored), plus
+    ``wavelet_weight[k] . m(x)`` on the cells' wavelet-modulus means at `wavelets` orientations
+    (wavelet_weight (K, C J L, g, g); `ViTConfig.base_wavelets`): their transformer read-out terms are
+    zeroed and the map held as the model's linear base (`ViTConfig.linear_base`). The other outputs are
+    unchanged. What `structattn run --prefer-ridge` does to the targets where ridge does as well as the
+    ViT (docs/training.md, rounds 10c and 16c)."""
     from dataclasses import replace
 
     if model.cfg.readout not in SPATIAL:
         raise ValueError(f"model: expected a readout of {SPATIAL} to hold a linear base, got {model.cfg.readout!r}")
+    if (wavelet_weight is None) != (not wavelets):
+        raise ValueError(f"wavelet_weight: give it exactly when wavelets > 0 (got wavelets={wavelets!r})")
     with torch.random.fork_rng(devices=[]):  # its throw-away init must not move the caller's random stream
-        new = ViTRegressor(replace(model.cfg, linear_base=True))
+        new = ViTRegressor(replace(model.cfg, linear_base=True, base_wavelets=wavelets))
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     if unexpected or set(missing) - {"base_weight"}:
         raise ValueError(f"model: its weights do not fit its own config (missing {missing}, unexpected {unexpected})")
-    w, b = new._check_base(weight, bias)
+    w, b, wv = new._check_base(weight, bias, wavelet_weight)
     k = torch.as_tensor(sorted(set(int(t) for t in targets)), dtype=torch.long)
     if len(k) and (k.min() < 0 or k.max() >= model.cfg.n_outputs):
         raise ValueError(f"targets: expected output indices in [0, {model.cfg.n_outputs}), got {targets!r}")
@@ -481,5 +522,5 @@ def predict_linearly(model: ViTRegressor, targets, weight, bias) -> ViTRegressor
         if model.cfg.readout == "spatial_embed":
             new.read_embed[k] = 0.0
         new.head.bias[k] = b[k]
-        new.base_weight[k] = new._token_layout(w[k])
+        new.base_weight[k] = new._token_layout(w[k], None if wv is None else wv[k])
     return new.train(model.training)

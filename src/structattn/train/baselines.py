@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
+import torch
 from sklearn.metrics import r2_score
 
 from ..nets.cnn import CNNConfig, CNNRegressor
@@ -31,11 +32,12 @@ ROW_BATCH = 1024  # feature rows made at a time: memory bounded by the batch, no
 
 
 def _block(x, index: np.ndarray) -> np.ndarray:
-    """Items `index` of `x`: an (N, ...) array, or a `PatchSource` (patches cut on demand)."""
-    from ..scale.patches import PatchSource
-
+    """Items `index` of `x`: an (N, ...) array, or a `PatchSource` or other source with ``take(index)``
+    (rows cut on demand)."""
     index = np.asarray(index, np.int64)
-    return x.take(index) if isinstance(x, PatchSource) else np.asarray(x[index])
+    if isinstance(x, (np.ndarray, torch.Tensor)) or not hasattr(x, "take"):  # arrays' own take() flattens
+        return np.asarray(x[index])
+    return x.take(index)
 
 
 def _rows(x, index: np.ndarray) -> np.ndarray:

@@ -478,26 +478,66 @@ def fit_vit(
 LINEAR_BASE_MIN_R2 = 0.5  # a target keeps its ridge base when ridge explains this much of its validation variance
 
 
-def pixel_ridge(x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray) -> dict:
+class WaveletRidgeRows:
+    """Ridge features of patches `x` ((N, C, w, w) or a `PatchSource`), cut a batch at a time: each patch's
+    pixels followed by its token cells' wavelet-modulus means (`WaveletModulus` at `orientations`,
+    the cell means left out), in the order `ViTRegressor.set_linear_base` reads them (round 16c)."""
+
+    def __init__(self, x, *, patch: int, orientations: int) -> None:
+        from ..nets.wavelet import WaveletModulus
+
+        self.x = x
+        self.channels = int(np.shape(x[:1] if isinstance(x, np.ndarray) else x.take(np.arange(1)))[1])
+        self.wavelet = WaveletModulus(self.channels, patch=patch, orientations=orientations)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        from .baselines import _block
+
+        p = np.asarray(_block(self.x, index), np.float32)
+        with torch.no_grad():
+            m = self.wavelet(torch.as_tensor(p))[:, self.channels:].numpy()
+        return np.concatenate([p.reshape(len(p), -1), m.reshape(len(m), -1)], axis=1)
+
+
+def pixel_ridge(x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray, wavelets: int = 0,
+                patch: int | None = None) -> dict:
     """Ridge on the model's standardised patch pixels `x` ((N, C, w, w) or a `PatchSource`) against
     targets `y` (N, K), the penalty chosen per target on the validation points: the `ridge`
     baseline's procedure (`structattn.train.baselines.ridge_coefficients`), written as a linear
-    map of the model's input, so `ViTRegressor.set_linear_base` can hold it.
+    map of the model's input, so `ViTRegressor.set_linear_base` can hold it. With `wavelets` > 0 the
+    features also hold each token cell's wavelet-modulus means (`WaveletRidgeRows`; `patch` = token side).
 
     Returns:
         {"weight": (K, C, w, w), "bias": (K,), "val_pred": (len(val_index), K),
-         "val_r2": (K,) (-inf for a constant target), "alpha": (K,)}
+         "val_r2": (K,) (-inf for a constant target), "alpha": (K,)}, and with `wavelets`
+        "wavelet_weight": (K, C J L, g, g) and "wavelets"
     """
     from .baselines import _block, ridge_fit_select  # baselines imports this module
 
     y = np.asarray(y, np.float64)
-    fit = ridge_fit_select(x, y, train=train_index, val=val_index)
+    shape = _block(x, np.arange(1)).shape[1:]  # (C, w, w)
+    if wavelets:
+        if not patch or shape[-1] % patch:
+            raise ValueError(f"patch: expected the token side (a divisor of the window {shape[-1]}), got {patch!r}")
+        rows = WaveletRidgeRows(x, patch=patch, orientations=wavelets)
+    else:
+        rows = x
+    fit = ridge_fit_select(rows, y, train=train_index, val=val_index)
     yv = y[val_index]
     var = yv.var(0)
     r2 = np.where(var > 0, 1.0 - fit["val_mse"] / np.where(var > 0, var, 1.0), -np.inf)
-    coef = fit["chosen"].T / fit["sd"]  # (K, p) on x
-    return {"weight": coef.reshape(y.shape[1], *_block(x, np.arange(1)).shape[1:]), "bias": fit["ym"] - coef @ fit["mu"],
-            "val_pred": fit["val_pred"], "val_r2": r2, "alpha": fit["alpha"]}
+    coef = fit["chosen"].T / fit["sd"]  # (K, p) on the rows
+    k, n_pix = y.shape[1], int(np.prod(shape))
+    out = {"weight": coef[:, :n_pix].reshape(k, *shape), "bias": fit["ym"] - coef @ fit["mu"],
+           "val_pred": fit["val_pred"], "val_r2": r2, "alpha": fit["alpha"]}
+    if wavelets:
+        g = shape[-1] // patch
+        out["wavelet_weight"] = coef[:, n_pix:].reshape(k, -1, g, g)
+        out["wavelets"] = int(wavelets)
+    return out
 
 
 def fit_linear_base(model: ViTRegressor, x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray,
