@@ -83,7 +83,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
 CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "sam", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
-              "stem_pool", "wavelets")
+              "stem_pool", "wavelets", "ridge_wavelets")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -253,6 +253,8 @@ if __name__ == "__main__":
                     help="run with this --stem-pool (a hybrid stem pooled to the token grid; sweep round 13, docs/training.md)")
     ap.add_argument("--wavelets", type=int, default=None,
                     help="run with this --wavelets (wavelet-modulus token features; sweep round 16, docs/training.md)")
+    ap.add_argument("--ridge-wavelets", type=int, default=None,
+                    help="run with this --ridge-wavelets (0: --prefer-ridge holds pixel ridge only, as before round 16c)")
     ap.add_argument("--pretrain-epochs", type=int, default=None,
                     help="run with this many epochs of masked-token pretraining (sweep round 12, docs/training.md)")
     ap.add_argument("--ensemble", type=int, default=None,
