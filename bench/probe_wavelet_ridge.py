@@ -32,7 +32,8 @@ from bench_semisynth import runs  # noqa: E402  (the benchmark's images and sour
 
 from structattn.nets.wavelet import WaveletModulus  # noqa: E402
 from structattn.pipeline import (PREFER_RIDGE_MIN_R2, RunConfig, load_stage, resolve_geometry,  # noqa: E402
-                                 split_stage, targets_stage)
+                                 split_stage, targets_stage, validation_groups)
+from structattn.train.uncertainty import calibration_groups, fit_calibration, interval_coverage  # noqa: E402
 from structattn.train.baselines import ridge_fit_select, ridge_predict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,11 +72,17 @@ def fit_both(source: str, seed: int = 0) -> dict:
     for name, f in feats.items():
         fit = ridge_fit_select(f, ys, train=d.train, val=d.val)
         pred = ridge_predict(f, np.arange(len(f)), fit, fit["chosen"])
+        # a held ridge's intervals, as the run makes them: one width per target (constant spread), the
+        # split-conformal quantiles of its validation residuals per validation block, the larger kept
+        groups, _ = calibration_groups(*validation_groups(split, usable, sample.n_points, d.val), "conformal")
+        ones = np.ones_like(ys)
+        cal = fit_calibration(ys[d.val], pred[d.val], ones[d.val], constant=np.ones(ys.shape[1], bool), groups=groups)
+        cov95 = interval_coverage(ys[d.test], pred[d.test], ones[d.test], cal, 0.95)
         out[name] = {"val": r2(ys[d.val], pred[d.val]).tolist(), "test": r2(ys[d.test], pred[d.test]).tolist(),
-                     "features": f.shape[1]}
+                     "coverage_95": np.asarray(cov95, float).tolist(), "features": f.shape[1]}
     pick = [int(w > p) for p, w in zip(out["pixels"]["val"], out["pixels+wavelets"]["val"])]  # ties: pixels
     keys = ("pixels", "pixels+wavelets")
-    out["best"] = {part: [out[keys[c]][part][k] for k, c in enumerate(pick)] for part in ("val", "test")}
+    out["best"] = {part: [out[keys[c]][part][k] for k, c in enumerate(pick)] for part in ("val", "test", "coverage_95")}
     out["best"]["uses"] = [keys[c] for c in pick]
     return out
 
@@ -119,8 +126,11 @@ def main() -> None:
         default = per_run[image]
         check = max(abs(probe["pixels"]["test"][k] - default[t]["ridge"]) for k, t in enumerate(probe["targets"]))
         base, cand = replay(probe, default, "pixels"), replay(probe, default, a.candidate)
+        held = {t: probe[a.candidate]["coverage_95"][k] for k, t in enumerate(probe["targets"]) if cand[t][0] == "ridge"}
         result["images"][image] = {**probe, "split_check_max_abs_diff": check, "replay_pixels": base,
-                                   "replay_candidate": cand}
+                                   "replay_candidate": cand, "coverage_95_held": held}
+        print(f"  95 % coverage of the held ridges on the test blocks: "
+              + ", ".join(f"{t} {c:.3f}" for t, c in held.items()), flush=True)
         print(f"{image}: split check {check:.4f}; " + ", ".join(
             f"{t} {base[t][0]} {base[t][1]:.2f} -> {cand[t][0]} {cand[t][1]:.2f}" for t in probe["targets"]), flush=True)
     rules = result["images"][next(iter(result["images"]))]["targets"]
