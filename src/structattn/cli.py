@@ -106,8 +106,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         + ("on where it applies" if auto_ridge is None else "on" if auto_ridge else "off") + ")")
     p.add_argument("--ridge-wavelets", type=int, default=d.ridge_wavelets, metavar="L",
                    help=f"--prefer-ridge also fits ridge on the pixels and their token cells' wavelet moduli (fixed "
-                        f"Morlet wavelets, 2 scales x L orientations) and holds, per target, whichever ridge does better "
-                        f"on the validation blocks; 0 = pixel ridge only (default {d.ridge_wavelets}; docs/training.md, "
+                        f"Morlet wavelets, 2 scales x L orientations) and holds it for a target where, on the validation "
+                        f"blocks, it beats pixel ridge and beats the ViT by the verdict's margin; 0 = pixel ridge only (default {d.ridge_wavelets}; docs/training.md, "
                         f"round 16c)")
     p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "

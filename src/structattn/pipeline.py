@@ -63,8 +63,8 @@ class RunConfig:
     # ridge explains at least half the variance, is predicted by ridge (docs/training.md, round 10c); None = on
     # where it applies (a spatial readout, no augmentation), resolved when the config is made
     ridge_wavelets: int = 8  # --prefer-ridge also fits ridge on the pixels and their cells' wavelet moduli at this many
-    # orientations, and per target holds whichever ridge explains more of the validation variance (round 16c); 0 =
-    # pixel ridge only
+    # orientations, and holds it for a target where it beats pixel ridge and the ViT (by the margin) on the
+    # validation blocks (`choose_ridges`, round 16c); 0 = pixel ridge only
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
     batch_size: int = 64  # training batch size
