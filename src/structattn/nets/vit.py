@@ -82,7 +82,7 @@ class ViTConfig:
     linear_base: bool = False
     # With L > 0 the linear base also reads each token cell's wavelet-modulus means (`WaveletModulus`, 2 scales
     # x L orientations per channel) besides its pixels: what `--prefer-ridge` holds for a target where ridge on
-    # the pixels and their wavelet moduli beats ridge on the pixels on the validation blocks (round 16c).
+    # the pixels and their wavelet moduli beats pixel ridge and the ViT on the validation blocks (round 16c).
     base_wavelets: int = 0
 
     def __post_init__(self) -> None:
