@@ -27,6 +27,7 @@ from .data.patches import PAD_MODES, patch_inside
 from .data.sample import Sample
 from .explain import EXPLAINERS
 from .nets.vit import READOUTS, SPATIAL, STEM_POOLS, ViTConfig, predict_linearly
+from .nets.wavelet import check_orientations
 from .points import check_points_spec, choose_points
 from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, staged_run_folder, write_explanations
 from .scale.memory import release_freed_memory
@@ -127,12 +128,8 @@ class RunConfig:
             raise ValueError(f"--stem-pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
         if self.stem_pool != "none" and not self.stem:
             raise ValueError(f"--stem-pool {self.stem_pool}: needs a conv stem (--stem > 0), got --stem {self.stem}")
-        if isinstance(self.wavelets, bool) or not isinstance(self.wavelets, (int, np.integer)) or self.wavelets < 0:
-            raise ValueError(f"--wavelets: expected 0 (off) or a positive number of orientations, got {self.wavelets!r}")
-        if isinstance(self.ridge_wavelets, bool) or not isinstance(self.ridge_wavelets, (int, np.integer)) \
-                or self.ridge_wavelets < 0:
-            raise ValueError(f"--ridge-wavelets: expected 0 (pixel ridge only) or a positive number of orientations, "
-                             f"got {self.ridge_wavelets!r}")
+        check_orientations(self.wavelets, "--wavelets")
+        check_orientations(self.ridge_wavelets, "--ridge-wavelets")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
         if self.prefer_ridge and self.readout not in SPATIAL:

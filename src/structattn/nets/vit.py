@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import lrp as rules
-from .wavelet import WaveletModulus
+from .wavelet import WaveletModulus, check_orientations
 
 
 READOUTS = ("cls", "tokens", "spatial", "pool", "spatial_embed")  # ViTConfig.readout; docs/training.md (rounds 5, 9)
@@ -90,8 +90,7 @@ class ViTConfig:
             raise ValueError(f"window: expected a multiple of patch={self.patch}, got {self.window}")
         if self.dim % self.heads:
             raise ValueError(f"dim: expected a multiple of heads={self.heads}, got {self.dim}")
-        if not isinstance(self.wavelets, (int, np.integer)) or isinstance(self.wavelets, bool) or self.wavelets < 0:
-            raise ValueError(f"wavelets: expected 0 (off) or a positive number of orientations, got {self.wavelets!r}")
+        check_orientations(self.wavelets, "wavelets")
         for name in ("in_channels", "window", "patch", "dim", "depth", "heads", "n_outputs", "pool_maps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
@@ -103,9 +102,7 @@ class ViTConfig:
             raise ValueError(f"stem_pool: expected one of {STEM_POOLS}, got {self.stem_pool!r}")
         if self.stem_pool != "none" and not self.stem:
             raise ValueError(f"stem_pool: needs a conv stem (stem > 0), got stem={self.stem}")
-        if isinstance(self.base_wavelets, bool) or not isinstance(self.base_wavelets, (int, np.integer)) \
-                or self.base_wavelets < 0:
-            raise ValueError(f"base_wavelets: expected 0 (off) or a positive number of orientations, got {self.base_wavelets!r}")
+        check_orientations(self.base_wavelets, "base_wavelets")
         if self.base_wavelets and not self.linear_base:
             raise ValueError("base_wavelets: only with linear_base=True (the base is what reads them)")
         if self.linear_base and self.readout not in SPATIAL:

@@ -43,6 +43,13 @@ def morlet_bank(scales: int, orientations: int, size: int = KERNEL) -> np.ndarra
     return np.asarray(bank)
 
 
+def check_orientations(value, name: str) -> int:
+    """`value` as a number of wavelet orientations (0 = off), or a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}: expected 0 (off) or a positive number of orientations, got {value!r}")
+    return int(value)
+
+
 def wavelet_scales(patch: int) -> int:
     """Scales for a token of `patch` px: the largest J with 2^J <= patch, at most 2 (at least 1)."""
     return max(1, min(2, int(np.floor(np.log2(max(patch, 1))))))
@@ -54,6 +61,9 @@ class WaveletModulus(nn.Module):
 
     def __init__(self, in_channels: int, *, patch: int, orientations: int = 8) -> None:
         super().__init__()
+        for name, v in (("in_channels", in_channels), ("patch", patch), ("orientations", orientations)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         self.in_channels, self.patch = in_channels, patch
         self.scales = wavelet_scales(patch)
         bank = morlet_bank(self.scales, orientations)

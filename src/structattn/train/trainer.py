@@ -483,23 +483,44 @@ class WaveletRidgeRows:
     pixels followed by its token cells' wavelet-modulus means (`WaveletModulus` at `orientations`,
     the cell means left out), in the order `ViTRegressor.set_linear_base` reads them (round 16c)."""
 
+    CACHE_BYTES = 512 * 2**20  # each point's moduli are kept once computed, when all of them fit in this
+
     def __init__(self, x, *, patch: int, orientations: int) -> None:
         from ..nets.wavelet import WaveletModulus
+        from .baselines import _block
 
         self.x = x
-        self.channels = int(np.shape(x[:1] if isinstance(x, np.ndarray) else x.take(np.arange(1)))[1])
+        c, w = _block(x, np.arange(1)).shape[1:3]
+        self.channels = int(c)
         self.wavelet = WaveletModulus(self.channels, patch=patch, orientations=orientations)
+        n_mod = (self.wavelet.out_channels - self.channels) * (w // patch) ** 2
+        # ridge reads the training rows on several passes (moments, fit): compute each point's moduli once
+        fits = len(x) * n_mod * 4 <= self.CACHE_BYTES
+        self._moduli = np.empty((len(x), n_mod), np.float32) if fits else None
+        self._done = np.zeros(len(x), bool) if fits else None
 
     def __len__(self) -> int:
         return len(self.x)
 
+    def _compute(self, p: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.wavelet(torch.as_tensor(p))[:, self.channels:].reshape(len(p), -1).numpy()
+
     def take(self, index: np.ndarray) -> np.ndarray:
         from .baselines import _block
 
+        index = np.asarray(index, np.int64)
         p = np.asarray(_block(self.x, index), np.float32)
-        with torch.no_grad():
-            m = self.wavelet(torch.as_tensor(p))[:, self.channels:].numpy()
-        return np.concatenate([p.reshape(len(p), -1), m.reshape(len(m), -1)], axis=1)
+        if self._moduli is None:
+            m = self._compute(p)
+        else:
+            new = ~self._done[index]
+            if new.any():
+                rows = np.flatnonzero(new)
+                self._moduli[index[rows]] = self._compute(p[rows])
+                self._done[index[rows]] = True
+            m = self._moduli[index]
+        return np.concatenate([p.reshape(len(p), -1), m], axis=1)
 
 
 def pixel_ridge(x, y: np.ndarray, *, train_index: np.ndarray, val_index: np.ndarray, wavelets: int = 0,
