@@ -87,6 +87,10 @@ def test_bad_wavelets_are_named():
         RunConfig(source="synthetic", wavelets=-2)
     with pytest.raises(ValueError, match="size"):
         morlet_bank(2, 8, size=14)
+    for kw, name in (({"in_channels": 0, "patch": 4}, "in_channels"), ({"in_channels": 3, "patch": 0}, "patch"),
+                     ({"in_channels": 3, "patch": 4, "orientations": 0}, "orientations")):
+        with pytest.raises(ValueError, match=name):
+            WaveletModulus(**kw)
 
 
 def test_prefer_ridge_holds_wavelet_ridge_for_an_orientation_rule_and_pixel_ridge_for_a_linear_one(tmp_path):
