@@ -21,9 +21,12 @@ SMALL_SOURCE = "synthetic:seed=1,size=160,spacing=6,radius=12"  # canonical: as 
 # [CLS] readout. With the run default `readout="spatial"` this 2-layer, dihedral-augmented model's
 # attention maps fall to the centre prior's level (gradattn AUROC 0.57 vs 0.60 on V+, attention mass
 # ratio 1.17): the per-target token weighting learns a radial profile, which is what the prior is.
-# docs/training.md (round 5) reports it; these tests keep checking the [CLS]-row explanations.
+# docs/training.md (round 5) reports it; these tests keep checking the [CLS]-row explanations, of the
+# model without the wavelet-modulus token features (default since round 16; tests of those are in
+# test_wavelet.py and test_learned.py).
 SMALL_RUN = dict(source=SMALL_SOURCE, window=24, patch=4, dim=48, depth=2, heads=4, epochs=40, patience=20, lr=3e-3,
-                 blocks=3, progress=False, seed=0, augment="dihedral", stem=0, weight_decay=0.05, readout="cls")
+                 blocks=3, progress=False, seed=0, augment="dihedral", stem=0, weight_decay=0.05, readout="cls",
+                 wavelets=0)
 
 
 @pytest.fixture(scope="session")

@@ -56,8 +56,9 @@ class RunConfig:
     stem: int = 16  # conv stem channels before tokenising (0 = linear patch embedding); see docs/training.md
     stem_pool: str | None = None  # "avg"/"max": the stem's two conv blocks pool down to the token grid (a hybrid
     # stem), "none": two full-resolution convolutions; None = "avg" with a conv stem (docs/training.md, round 13b)
-    wavelets: int = 0  # > 0: each token also embeds its cell's wavelet-modulus means at 2 scales and this many
-    # orientations (fixed Morlet filters, first-order scattering); 0 = off (docs/training.md, round 16)
+    wavelets: int = 8  # > 0: each token also embeds its cell's wavelet-modulus means at 2 scales and this many
+    # orientations (fixed Morlet filters, first-order scattering); 0 = off (docs/training.md, round 16: default
+    # since 2026-11-28, about 2.5x the ViT's training time)
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
     prefer_ridge: bool | None = None  # a target whose ViT does not beat ridge on the validation blocks, where
