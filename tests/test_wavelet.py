@@ -147,3 +147,31 @@ def test_prefer_ridge_holds_wavelet_ridge_for_an_orientation_rule_and_pixel_ridg
     back = TrainedModel.load(tmp_path / "model.pt")
     with torch.no_grad():
         np.testing.assert_allclose(back.model(torch.as_tensor(x[sp.test])).numpy(), pred, rtol=1e-5, atol=1e-5)
+
+
+def test_training_with_held_wavelet_features_is_the_same_training():
+    # The trainer computes each point's wavelet features once (no trained parameters) instead of in
+    # every step; the epochs, losses and weights must be exactly those of computing them in the model,
+    # and the held path must be the one taken (the model's transform is not called while training).
+    from structattn.train import trainer as T
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 2, 16, 16)).astype(np.float32)
+    y = (np.abs(x[:, 0, :8, 8:]).mean((1, 2)) - x[:, 1, 8:, :8].mean((1, 2)))[:, None].astype(np.float32) * 4
+    vit = ViTConfig(in_channels=2, window=16, patch=4, dim=16, depth=1, heads=2, stem=4, stem_pool="avg",
+                    wavelets=8, n_outputs=1)
+    tc = T.TrainConfig(epochs=3, patience=5, seed=0, progress=False, batch_size=16)
+    runs = {}
+    for hold in (True, False):
+        torch.manual_seed(0)
+        model = ViTRegressor(vit)
+        calls = []
+        model.wavelet.register_forward_hook(lambda *a: calls.append(1))
+        fitted, hist = T.fit_model(model, x, y, train_index=np.arange(64), val_index=np.arange(64, 96), train=tc,
+                                   hold_features=hold)
+        runs[hold] = (fitted.state_dict(), [e["val_loss"] for e in hist["epochs"]], len(calls))
+    assert runs[True][1] == runs[False][1]
+    for k, v in runs[False][0].items():
+        torch.testing.assert_close(runs[True][0][k], v, rtol=0, atol=0)
+    assert runs[True][2] == 2  # once for the training points, once for the validation points (< 256 each)
+    assert runs[False][2] >= 3 * (64 // 16)  # every training step of every epoch

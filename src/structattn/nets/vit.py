@@ -291,18 +291,23 @@ class ViTRegressor(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
-    def tokens(self, x: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor, *, lrp: str | None = None,
+               wavelet_features: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, w, w) -> (B, T, dim) embedded tokens with [CLS] first and positions added."""
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-1] != self.cfg.window:
             raise ValueError(
                 f"x: expected (B, {self.cfg.in_channels}, {self.cfg.window}, {self.cfg.window}), got {tuple(x.shape)}"
             )
-        t = self.embed_cells(x, lrp=lrp).flatten(2).transpose(1, 2)  # (B, g*g, dim), row-major token order
+        t = self.embed_cells(x, lrp=lrp, wavelet_features=wavelet_features).flatten(2).transpose(1, 2)  # (B, g*g, dim)
         t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
         return t + self.pos
 
-    def embed_cells(self, x: torch.Tensor, *, lrp: str | None = None) -> torch.Tensor:
-        """(B, C, w, w) -> (B, dim, g, g): each token cell's embedding, before [CLS] and positions."""
+    def embed_cells(self, x: torch.Tensor, *, lrp: str | None = None,
+                    wavelet_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, w, w) -> (B, dim, g, g): each token cell's embedding, before [CLS] and positions.
+
+        ``wavelet_features``: ``self.wavelet(x)``, computed beforehand (the trainer holds them for the
+        training points, since the transform has no trained parameters); None = computed here."""
         if lrp is not None and self.cfg.stem:  # conv stem: ε-rule (gradient x input) with identity-rule GELUs
             s = x  # convolutions and max-pools pass their gradient (the ε-rule / winner-takes-all)
             for layer in self.stem:
@@ -311,10 +316,11 @@ class ViTRegressor(nn.Module):
             s = self.stem(x)
         e = self.embed(s)
         if self.cfg.wavelets:  # 1-homogeneous in x (modulus, means): gradient x input conserves relevance
-            e = e + self.wavelet_embed(self.wavelet(x))
+            e = e + self.wavelet_embed(self.wavelet(x) if wavelet_features is None else wavelet_features)
         return e
 
-    def encode(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None):
+    def encode(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None,
+               wavelet_features: torch.Tensor | None = None):
         """(B, C, w, w) -> the states the readout reads and the per-layer attention weights (a list
         of (B, H, T, T) with ``return_attention``, else of None).
 
@@ -325,7 +331,7 @@ class ViTRegressor(nn.Module):
         rules.check_rule(lrp)
         if lrp is not None and self.training:
             raise ValueError("lrp: relevance is defined for the eval-mode model (no dropout); call model.eval() first")
-        h = e = self.tokens(x, lrp=lrp)
+        h = e = self.tokens(x, lrp=lrp, wavelet_features=wavelet_features)
         weights = []
         for blk in self.blocks:
             h, w = blk(h, return_weights=return_attention, lrp=lrp)
@@ -473,16 +479,16 @@ class ViTRegressor(nn.Module):
         return self.head(z[:, 0]) + (pooled * self.pool_what).sum((-1, -2))
 
     def forward(self, x: torch.Tensor, *, return_attention: bool = False, return_states: bool = False,
-                lrp: str | None = None):
+                lrp: str | None = None, wavelet_features: torch.Tensor | None = None):
         """Predict; with ``return_attention`` also return a list of (B, H, T, T) per layer, and with
         ``return_states`` (needs ``return_attention``) the states the readout reads after it (`encode`).
 
         ``lrp`` (``"attnlrp"`` or ``"cp"``, eval mode) gives the same values with the
-        relevance-propagating backward of `structattn.nets.lrp`.
+        relevance-propagating backward of `structattn.nets.lrp`. ``wavelet_features``: see `embed_cells`.
         """
         if return_states and not return_attention:
             raise ValueError("return_states: only with return_attention=True")
-        h, weights = self.encode(x, return_attention=return_attention, lrp=lrp)
+        h, weights = self.encode(x, return_attention=return_attention, lrp=lrp, wavelet_features=wavelet_features)
         y = self.readout(h, lrp=lrp)
         if return_states:
             return y, weights, h

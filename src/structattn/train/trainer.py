@@ -284,9 +284,9 @@ class RegressionModule(L.LightningModule):
         self._loss_sum, self._loss_n = 0.0, 0
 
     def training_step(self, batch, _):
-        x, y = batch
+        x, *held, y = batch  # held: the wavelet features of x (`_held_wavelet_features`), only unaugmented
         x = _augment(x, self.tcfg.augment, self._gen)
-        per_target = ((self.model(x) - y) ** 2).mean(0)
+        per_target = ((_predict(self.model, x, held) - y) ** 2).mean(0)
         frozen = self.frozen
         if any(frozen):
             keep = torch.tensor([not f for f in frozen], dtype=per_target.dtype, device=per_target.device)
@@ -309,8 +309,8 @@ class RegressionModule(L.LightningModule):
         self._val_n = 0
 
     def validation_step(self, batch, _):
-        x, y = batch
-        sse = ((self.evaluated(x) - y) ** 2).detach().double().sum(0)  # per target; the epoch's MSEs at its end
+        x, *held, y = batch
+        sse = ((_predict(self.evaluated, x, held) - y) ** 2).detach().double().sum(0)  # per target; MSEs at the end
         self._val_sse = sse if self._val_sse is None else self._val_sse + sse
         self._val_n += len(x)
 
@@ -423,6 +423,46 @@ class _EpochCheckpoint(Checkpoint):  # a Checkpoint: Lightning calls it after th
             os.replace(tmp, self.path)
 
 
+def _predict(model: torch.nn.Module, x: torch.Tensor, held: list) -> torch.Tensor:
+    """model(x), given x's wavelet features when the batch holds them (`_held_wavelet_features`)."""
+    return model(x, wavelet_features=held[0]) if held else model(x)
+
+
+class _WithFeatures(torch.utils.data.Dataset):
+    """Items ``(x, f[j], y)`` of a dataset of ``(x, y)`` items and per-item features ``f``."""
+
+    def __init__(self, base, features: torch.Tensor) -> None:
+        self.base, self.features = base, features
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, j: int):
+        x, y = self.base[j]
+        return x, self.features[j], y
+
+
+HELD_FEATURE_BYTES = 512 * 2**20
+
+
+def _held_wavelet_features(model: torch.nn.Module, x, index: np.ndarray, dataset):
+    """`dataset` with each item's ``model.wavelet`` features alongside (`_WithFeatures`), for a
+    `ViTRegressor` with `ViTConfig.wavelets` when they fit in `HELD_FEATURE_BYTES`; else `dataset`."""
+    if not isinstance(model, ViTRegressor) or not model.cfg.wavelets or not len(index):
+        return dataset
+    from .baselines import _block
+
+    cfg = model.cfg
+    size = model.wavelet.out_channels * (cfg.window // cfg.patch) ** 2
+    if len(index) * size * 4 > HELD_FEATURE_BYTES:
+        return dataset
+    wav = model.wavelet.cpu()
+    with torch.no_grad():
+        f = torch.cat([wav(torch.as_tensor(np.asarray(_block(x, index[i:i + 256]), np.float32)))
+                       for i in range(0, len(index), 256)])
+    return _WithFeatures(dataset, f)
+
+
 def fit_vit(
     x: np.ndarray,
     y: np.ndarray,
@@ -483,7 +523,7 @@ class WaveletRidgeRows:
     pixels followed by its token cells' wavelet-modulus means (`WaveletModulus` at `orientations`,
     the cell means left out), in the order `ViTRegressor.set_linear_base` reads them (round 16c)."""
 
-    CACHE_BYTES = 512 * 2**20  # each point's moduli are kept once computed, when all of them fit in this
+    CACHE_BYTES = HELD_FEATURE_BYTES  # each point's moduli are kept once computed, when all of them fit in this
 
     def __init__(self, x, *, patch: int, orientations: int) -> None:
         from ..nets.wavelet import WaveletModulus
@@ -587,8 +627,13 @@ def fit_model(
     val_index: np.ndarray,
     train: TrainConfig,
     checkpoint_dir: Path | None = None,
+    hold_features: bool = True,
 ) -> tuple[torch.nn.Module, dict]:
     """Train any regressor (the ViT, the CNN baseline) with the same loop; see `fit_vit`.
+
+    A ViT with wavelet-modulus token features (`ViTConfig.wavelets`) trained without augmentation
+    gets them computed once per point (`hold_features`, up to 512 MB) rather than in every epoch:
+    the transform has no trained parameters, and it was most of each epoch's time.
 
     `x` is an (N, C, w, w) array of standardised patches or a `structattn.scale.PatchSource`
     (patches cut on the fly, memory bounded by the batch). ``train.devices`` /
@@ -627,6 +672,8 @@ def fit_model(
         xt = torch.as_tensor(x, dtype=torch.float32)
         yt = torch.as_tensor(y, dtype=torch.float32)
         tr_set, va_set = TensorDataset(xt[train_index], yt[train_index]), TensorDataset(xt[val_index], yt[val_index])
+    if hold_features and train.augment == "none":
+        tr_set, va_set = (_held_wavelet_features(model, x, i, d) for i, d in ((train_index, tr_set), (val_index, va_set)))
     # several processes: Lightning shuffles with a DistributedSampler seeded by seed_everything
     tr = DataLoader(tr_set, batch_size=train.batch_size, shuffle=True, generator=gen if par.world_size == 1 else None)
     va = DataLoader(va_set, batch_size=256)
