@@ -203,7 +203,9 @@ def test_position_features_and_margin():
 
 def test_verdict_rules():
     ok, best, text = learned_verdict("V+", 0.8, {"mean": -0.1, "ridge": 0.5, "position": 0.1, "cnn": None}, margin=0.05)
-    assert ok and best == "ridge" and "learned" in text
+    assert ok and best == "ridge" and "learned" in text and "the ViT (R² 0.80)" in text
+    _, _, text = learned_verdict("V+", 0.8, {"ridge": 0.5}, margin=0.05, who="ridge on the patch pixels")
+    assert "ridge on the patch pixels (R² 0.80)" in text and "ViT" not in text  # the run's predictor is named
     ok, best, text = learned_verdict("V+", 0.52, {"mean": -0.1, "ridge": 0.5}, margin=0.05)
     assert not ok and "no better than ridge" in text
     ok, _, text = learned_verdict("V+", 0.05, {"mean": -0.5}, margin=0.02)

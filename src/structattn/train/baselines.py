@@ -257,20 +257,21 @@ def best_baseline(baseline_r2: dict) -> str:
 
 
 def learned_verdict(
-    name: str, vit_r2: float, baseline_r2: dict, *, margin: float, min_r2: float = MIN_R2
+    name: str, vit_r2: float, baseline_r2: dict, *, margin: float, min_r2: float = MIN_R2, who: str = "the ViT"
 ) -> tuple[bool, str, str]:
-    """(learned, best baseline name, one-sentence verdict) for one target."""
+    """(learned, best baseline name, one-sentence verdict) for one target; `who` names the run's predictor
+    of it (a held ridge under --prefer-ridge)."""
     best = best_baseline(baseline_r2)
     best_r2 = baseline_r2.get(best)
     best_r2 = float("nan") if best_r2 is None else best_r2
     if not np.isfinite(vit_r2):
         return False, best, f"not learned: {name} is constant on the test points, R² is undefined"
     if vit_r2 < min_r2:
-        return False, best, (f"not learned: the ViT explains almost none of {name} on held-out blocks "
+        return False, best, (f"not learned: {who} explains almost none of {name} on held-out blocks "
                              f"(R² {vit_r2:.2f} < {min_r2})")
     if vit_r2 < best_r2 + margin:
         how = "does worse than" if vit_r2 < best_r2 - margin else "does no better than"
-        return False, best, (f"not learned beyond the baselines: the ViT (R² {vit_r2:.2f}) {how} "
+        return False, best, (f"not learned beyond the baselines: {who} (R² {vit_r2:.2f}) {how} "
                              f"{best} (R² {best_r2:.2f}; margin {margin:.2f})")
-    return True, best, (f"learned: ViT R² {vit_r2:.2f} beats the best baseline, {best} ({best_r2:.2f}), "
+    return True, best, (f"learned: {who} (R² {vit_r2:.2f}) beats the best baseline, {best} ({best_r2:.2f}), "
                         f"by more than the margin {margin:.2f}")
