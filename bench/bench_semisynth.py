@@ -154,7 +154,10 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
             gt = scores.get(t, {})
             au = {k: gt[k].get("auroc") for k in (*METHODS, "centre") if k in gt}
             cost = {k: gt[k].get("seconds_per_point") for k in METHODS if k in gt}
+            held = s.get("predicted_by") == "ridge"  # --prefer-ridge: the run's R² is the held ridge's
             rows.setdefault(t, []).append({"run": d.name, "vit": s["r2"], "vit_val": val.get(t), **s["baselines"], "learned": s["learned"],
+                                           "vit_alone": s["choice"].get("vit_test_r2") if held else s["r2"],
+                                           "predictor": (s["choice"].get("ridge_features", "pixels") + " ridge") if held else "vit",
                                            "auroc": au, "seconds_per_point": cost,
                                            "fixedness": fixed.get(t, {}) if au else {}})
     from structattn.data.semisynthetic import RULES
@@ -176,7 +179,8 @@ def summary(runs_dir: Path = RUNS, result: Path = RESULT) -> None:
                    "position": f("position"), "mean": f("mean"), "learned_share": float(np.mean([r["learned"] for r in sel])),
                    "auroc": au, "best_attention_auroc": best, "ms_per_point": ms,
                    "fixedness": {k: _nanmean([r["fixedness"].get(k) for r in sel]) for k in ATTENTION} if au else {},
-                   "per_run": {r["run"]: {**{k: r[k] for k in ("vit", "vit_val", "cnn", "ridge", "position", "mean", "learned")},
+                   "per_run": {r["run"]: {**{k: r[k] for k in ("vit", "vit_val", "cnn", "ridge", "position", "mean", "learned",
+                                                               "vit_alone", "predictor")},
                                           "best_attention_auroc": _best_attention(r) if r["auroc"] else None}
                                for r in sel}}
             table[label] = row
