@@ -58,7 +58,7 @@ class RunConfig:
     # stem), "none": two full-resolution convolutions; None = "avg" with a conv stem (docs/training.md, round 13b)
     wavelets: int = 8  # > 0: each token also embeds its cell's wavelet-modulus means at 2 scales and this many
     # orientations (fixed Morlet filters, first-order scattering); 0 = off (docs/training.md, round 16: default
-    # since 2026-11-27, about 2.5x the ViT's training time)
+    # since 2026-11-27, about 2.2x the ViT's training time on the benchmark)
     readout: str = "spatial"  # what the outputs read: [CLS] and a learned weighting of the patch tokens per
     # target ("spatial"), or [CLS] alone ("cls", the ViT convention); docs/training.md, sweep round 5
     prefer_ridge: bool | None = None  # a target whose ViT does not beat ridge on the validation blocks, where
@@ -712,10 +712,9 @@ def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Pa
         what = RIDGE_FEATURES[held.get("ridge_features", "pixels")] if held else "the ViT"
         learned, best, verdict = learned_verdict(name, vit_r2, base, margin=margin, who=what)
         if held:
-            c = held
             verdict += (f". It is predicted by {what} (--prefer-ridge): the ViT did not beat ridge on the validation "
-                        f"blocks (R² {c['vit_val_r2']:.3f} against {c['ridge_val_r2']:.3f}); the ViT's own test R² "
-                        f"was {c['vit_test_r2']:.3f}.")
+                        f"blocks (R² {held['vit_val_r2']:.3f} against {held['ridge_val_r2']:.3f}); the ViT's own "
+                        f"test R² was {held['vit_test_r2']:.3f}.")
         s.update(baselines=base, best_baseline=best, margin=margin, learned=bool(learned), verdict=verdict)
         say(f"test {name}: ViT R² {vit_r2:.3f} | " + ", ".join(
             f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in base.items()) + f" -> {verdict}")
