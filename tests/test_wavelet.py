@@ -75,6 +75,10 @@ def test_vit_with_wavelets_adds_their_embedding_and_nothing_else():
         wav.wavelet_embed.bias.zero_()
         torch.testing.assert_close(wav(x), plain(x))
     assert "wavelet.weight" not in wav.state_dict()  # fixed filters are rebuilt from the config, not saved
+    with torch.no_grad():  # features held by the caller are its own transform's, else a named error
+        torch.testing.assert_close(wav(x, wavelet_features=wav.wavelet(x)), wav(x))
+        with pytest.raises(ValueError, match="wavelet_features"):
+            wav(x, wavelet_features=wav.wavelet(x)[:2])
 
 
 def test_bad_wavelets_are_named():

@@ -316,7 +316,12 @@ class ViTRegressor(nn.Module):
             s = self.stem(x)
         e = self.embed(s)
         if self.cfg.wavelets:  # 1-homogeneous in x (modulus, means): gradient x input conserves relevance
-            e = e + self.wavelet_embed(self.wavelet(x) if wavelet_features is None else wavelet_features)
+            if wavelet_features is None:
+                wavelet_features = self.wavelet(x)
+            elif wavelet_features.shape != (len(x), self.wavelet.out_channels, *e.shape[-2:]):
+                raise ValueError(f"wavelet_features: expected self.wavelet(x), of shape "
+                                 f"{(len(x), self.wavelet.out_channels, *e.shape[-2:])}, got {tuple(wavelet_features.shape)}")
+            e = e + self.wavelet_embed(wavelet_features)
         return e
 
     def encode(self, x: torch.Tensor, *, return_attention: bool = False, lrp: str | None = None,

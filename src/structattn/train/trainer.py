@@ -632,8 +632,8 @@ def fit_model(
     """Train any regressor (the ViT, the CNN baseline) with the same loop; see `fit_vit`.
 
     A ViT with wavelet-modulus token features (`ViTConfig.wavelets`) trained without augmentation
-    gets them computed once per point (`hold_features`, up to 512 MB) rather than in every epoch:
-    the transform has no trained parameters, and it was most of each epoch's time.
+    gets them computed once per point (`hold_features`, up to `HELD_FEATURE_BYTES`) rather than in
+    every step: the transform has no trained parameters, and it was about a fifth of a step's time.
 
     `x` is an (N, C, w, w) array of standardised patches or a `structattn.scale.PatchSource`
     (patches cut on the fly, memory bounded by the batch). ``train.devices`` /
