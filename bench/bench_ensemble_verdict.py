@@ -73,6 +73,8 @@ def one(image: str, out: Path = OUT, **changed) -> None:
              vit_alone=np.array([f.scores[n]["choice"]["vit_test_r2"] if f.scores[n].get("predicted_by") == "ridge"
                                  else f.scores[n]["r2"] for n in names], dtype=float),
              predicted_by=np.array([f.scores[n].get("predicted_by", "vit") for n in names]),
+             std=f.y_std[d.test], coverage_95=np.array([f.scores[n]["coverage_95"] for n in names], dtype=float),
+             coverage_68=np.array([f.scores[n]["coverage_68"] for n in names], dtype=float),
              seconds=json.dumps(seconds))
     say(f"done in {time.perf_counter() - t0:.0f} s")
 
