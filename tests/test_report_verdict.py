@@ -246,3 +246,42 @@ def test_training_section_text_and_curves_follow_the_history():
     np.testing.assert_array_equal(np.isnan(solid[0]), [False] * 4)
     np.testing.assert_array_equal(np.isnan(solid[1]), [False, False, True, True])  # frozen after epoch 1
     plt.close("all")
+
+
+def test_verdict_on_the_ensemble_judges_its_mean_against_as_many_cnns(tiny_run, tmp_path):
+    """--verdict ensemble: a CNN baseline that is the mean of as many CNNs, and a verdict on the ensemble
+    mean's R², as the summary line says; the default judges member 0 (the tiny run)."""
+    from structattn.pipeline import RunConfig, run_pipeline
+    from structattn.report.summary import _num, accuracy_line
+    from structattn.train.baselines import learned_verdict
+
+    def r2(y, p):
+        return 1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+
+    opts = dict(TINY, ensemble=2, methods=("attention",), points="4", domains=False, epochs=3)
+    with pytest.raises(ValueError, match="--verdict ensemble: .*needs --ensemble 2 or more, got --ensemble 1"):
+        RunConfig(**dict(opts, ensemble=1), verdict="ensemble")
+    ens = run_pipeline(RunConfig(**opts, verdict="ensemble"), tmp_path / "run", sample=tiny_run[1]).metrics
+    info = ens["baselines"]["info"]["cnn"]
+    assert info["members"] == 2
+    with np.load(tmp_path / "run" / "predictions.npz") as z:
+        test = z["split"] == 2  # predictions are stored in float32: R² from them within 1e-5
+        for k, name in enumerate(str(n) for n in z["target_names"]):
+            e = ens["targets"][name]
+            # the CNN column is the mean of two CNNs, not member 0's
+            assert e["baselines"]["cnn"] == pytest.approx(r2(z["y_true"][test, k], z["y_pred_cnn"][test, k]), abs=1e-5)
+            assert e["baselines"]["cnn"] != pytest.approx(info["r2_member0"][k], abs=1e-3)
+            # the verdict judges the ensemble mean's R², not member 0's
+            assert e["r2_judged"] == pytest.approx(r2(z["y_true"][test, k], z["y_mean"][test, k]), abs=1e-5)
+            assert e["r2_judged"] == pytest.approx(e["r2_ensemble"])
+            held = e.get("predicted_by") == "ridge"  # members hold the same ridge: their mean is ridge itself
+            assert (e["r2_judged"] == pytest.approx(e["r2"])) == held
+            assert e["judged"].startswith("ensemble mean of 2 ViTs")
+            learned, _, _ = learned_verdict(name, e["r2_judged"], e["baselines"], margin=e["margin"])
+            assert e["learned"] == learned
+            assert ("the mean of the 2 ViTs" in e["verdict"]) == (e.get("predicted_by") != "ridge")
+            assert accuracy_line(name, e).startswith(f"{name}: ViT ensemble R² {_num(e['r2_judged'])} |")
+    prim = json.loads((tiny_run[0] / "metrics.json").read_text())["targets"]  # --ensemble 1, the default verdict
+    for name, p in prim.items():
+        assert p["judged"].startswith("member 0") and p["r2_judged"] == p["r2"]
+        assert accuracy_line(name, p).startswith(f"{name}: ViT R² {_num(p['r2'])} |")

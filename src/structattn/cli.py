@@ -32,7 +32,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     from .nets.vit import READOUTS, STEM_POOLS
     from .train.trainer import CRITERIA
     from .train.uncertainty import RUN_CALIBRATIONS
-    from .pipeline import RunConfig
+    from .pipeline import VERDICTS, RunConfig
 
     d = RunConfig()
     if not demo:
@@ -144,6 +144,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "(no distribution assumed) per validation block, the larger kept, or of the blocks pooled; "
                         "a Gaussian scale alone (the RMS of the validation z-scores), or a scale and a noise floor "
                         f"by Gaussian maximum likelihood (default {d.calibration}; docs/uncertainty.md)")
+    p.add_argument("--verdict", default=d.verdict, choices=VERDICTS,
+                   help="what the verdict judges: the primary ViT (member 0) against one CNN, or the ensemble's "
+                        "mean (what predict and suggest map) against the mean of as many CNNs trained with the "
+                        f"members' seeds, for --ensemble - 1 more CNN trainings (default {d.verdict}; "
+                        "docs/training.md, round 17)")
     p.add_argument("--no-cnn-baseline", action="store_true",
                    help="skip the small CNN baseline (saves about the ViT's training time; mean, ridge and "
                         "position baselines always run)")
@@ -266,7 +271,7 @@ def _config_from_args(args, source: str):
         explain_batch=args.explain_batch, score_points=args.score_points,
         latent_kind=args.latent_kind, latent_size=args.latent_size, beta=args.beta,
         split=getattr(args, "split", "blocks"), ensemble=args.ensemble, ensemble_jobs=args.ensemble_jobs,
-        calibration=args.calibration,
+        calibration=args.calibration, verdict=args.verdict,
     )
 
 

@@ -14,7 +14,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +33,14 @@ from .runfolder import CHECKPOINTS, ENSEMBLE_DIR, RunFolder, atomic_write_json, 
 from .scale.memory import release_freed_memory
 from .scale.patches import PatchSource
 from .targets import TargetSet, resolve_targets
-from .train.baselines import BASELINES, BaselineResult, best_baseline, fit_baselines, learned_verdict, r2_margin
+from .train.baselines import (BASELINES, BaselineResult, best_baseline, fit_baselines, fit_cnn, learned_verdict, r2_margin,
+                              r2_on)
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import RUN_CALIBRATIONS
 from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_ema, check_sam, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
+
+VERDICTS = ("primary", "ensemble")  # --verdict: what the verdict judges (RunConfig.verdict)
 
 
 @dataclass
@@ -89,6 +92,9 @@ class RunConfig:
     ensemble: int = 3  # deep-ensemble size, the primary model included: uncertainty per prediction (1 = off)
     ensemble_jobs: int = 1  # ensemble members trained at once in worker processes (1 = one after another)
     calibration: str = "conformal"  # ensemble spread -> predictive std, fitted on the validation blocks (docs/uncertainty.md)
+    verdict: str = "primary"  # what the verdict judges: member 0 against one CNN ("primary"), or the ensemble mean
+    # against the mean of as many CNNs, trained with the members' seeds ("ensemble": M - 1 more CNN trainings;
+    # docs/training.md, round 17)
     cnn_baseline: bool = True  # also train the small CNN baseline (doubles training time; mean/ridge/position always run)
     methods: tuple[str, ...] = ("attention", "rollout", "gradattn")  # fast methods by default; shap/ig/occlusion via --methods or `structattn explain`
     points: str = "test"  # which points to explain: "test", "all" or a number of test points
@@ -153,6 +159,11 @@ class RunConfig:
             raise ValueError(f"--ensemble-jobs: expected >= 1, got {self.ensemble_jobs!r}")
         if self.calibration not in RUN_CALIBRATIONS:
             raise ValueError(f"--calibration: expected one of {RUN_CALIBRATIONS}, got {self.calibration!r}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"--verdict: expected one of {VERDICTS}, got {self.verdict!r}")
+        if self.verdict == "ensemble" and self.ensemble < 2:
+            raise ValueError(f"--verdict ensemble: judges the mean of a deep ensemble, which needs --ensemble 2 or more, "
+                             f"got --ensemble {self.ensemble}")
         if self.blocks < 2:
             raise ValueError(f"--blocks: expected >= 2 blocks per side, got {self.blocks}")
         if self.split not in SAMPLE_SPLITS:
@@ -693,30 +704,56 @@ def uncertainty_stage(cfg: RunConfig, d: Prepared, f: Fitted, usable: np.ndarray
 
 
 def baselines_stage(cfg: RunConfig, d: Prepared, f: Fitted, say, checkpoints: Path | None = None) -> None:
-    """Mean, ridge, position and CNN on the same split; the verdict per target into f.scores."""
+    """Mean, ridge, position and CNN on the same split; the verdict per target into f.scores.
+
+    With ``--verdict ensemble`` the CNN is trained once more per further ensemble member (the
+    members' seeds), its ``cnn`` prediction and R² become the mean's, and the verdict judges the
+    ViT ensemble's mean (``r2_ensemble``) against it. ``r2_judged`` and ``judged`` record which.
+    """
     say("baselines: training mean, ridge on patch pixels, position-only trend"
         + (", small CNN" if cfg.cnn_baseline else ""))
     t0 = time.perf_counter()
     b = fit_baselines(d.source, d.y, d.sample.positions, shape=d.sample.shape, train=d.train, val=d.val,
                       test=d.test, train_cfg=f.train_cfg, cnn=cfg.cnn_baseline,
                       checkpoint_dir=None if checkpoints is None else checkpoints / "cnn")
+    on_ensemble = cfg.verdict == "ensemble" and f.y_mean is not None
+    if on_ensemble and cfg.cnn_baseline:
+        from .train.ensemble import member_seed
+
+        say(f"baselines: training {cfg.ensemble - 1} more CNN(s) (seeds {member_seed(cfg.seed, 1)}-"
+            f"{member_seed(cfg.seed, cfg.ensemble - 1)}), so that the verdict compares ensembles of {cfg.ensemble}")
+        members = [b.predictions["cnn"]]
+        for k in range(1, cfg.ensemble):
+            pred, _ = fit_cnn(d.source, d.y, train=d.train, val=d.val,
+                              train_cfg=replace(f.train_cfg, seed=member_seed(cfg.seed, k)),
+                              checkpoint_dir=None if checkpoints is None else checkpoints / f"cnn_member{k}")
+            members.append(pred)
+        b.info["cnn"].update(members=cfg.ensemble, r2_member0=b.r2["cnn"].tolist())
+        b.predictions["cnn"] = np.mean(members, axis=0)
+        b.r2.update(r2_on(d.y, {"cnn": b.predictions["cnn"]}, d.test))
     b.info["seconds"] = time.perf_counter() - t0
     f.baselines = b
+    judged_pred = f.y_mean if on_ensemble else f.pred
+    judged = (f"ensemble mean of {cfg.ensemble} ViTs, against the mean of {cfg.ensemble} CNNs" if on_ensemble
+              else "member 0 (the primary ViT), against one CNN")
     for k, name in enumerate(d.targets.names):
         s = f.scores[name]
         base = {n: (float(b.r2[n][k]) if n in b.r2 and np.isfinite(b.r2[n][k]) else None) for n in BASELINES}
         yt = d.y[d.test, k]
-        margin = r2_margin(yt, f.pred[d.test, k], b.predictions[best_baseline(base)][d.test, k], seed=cfg.seed)
-        vit_r2 = s["r2"] if s["r2"] is not None else float("nan")
+        margin = r2_margin(yt, judged_pred[d.test, k], b.predictions[best_baseline(base)][d.test, k], seed=cfg.seed)
+        r2 = s["r2_ensemble"] if on_ensemble else s["r2"]
+        vit_r2 = r2 if r2 is not None else float("nan")
         held = s["choice"] if s.get("predicted_by") == "ridge" else None
-        what = RIDGE_FEATURES[held.get("ridge_features", "pixels")] if held else "the ViT"
+        what = (RIDGE_FEATURES[held.get("ridge_features", "pixels")] if held
+                else f"the mean of the {cfg.ensemble} ViTs" if on_ensemble else "the ViT")
         learned, best, verdict = learned_verdict(name, vit_r2, base, margin=margin, who=what)
         if held:
             verdict += (f". It is predicted by {what} (--prefer-ridge): the ViT did not beat ridge on the validation "
                         f"blocks (R² {held['vit_val_r2']:.3f} against {held['ridge_val_r2']:.3f}); the ViT's own "
                         f"test R² was {held['vit_test_r2']:.3f}.")
-        s.update(baselines=base, best_baseline=best, margin=margin, learned=bool(learned), verdict=verdict)
-        say(f"test {name}: ViT R² {vit_r2:.3f} | " + ", ".join(
+        s.update(baselines=base, best_baseline=best, margin=margin, learned=bool(learned), verdict=verdict,
+                 r2_judged=r2, judged=judged)
+        say(f"test {name}: {'ViT ensemble' if on_ensemble else 'ViT'} R² {vit_r2:.3f} | " + ", ".join(
             f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in base.items()) + f" -> {verdict}")
 
 
@@ -742,7 +779,9 @@ def write_stage(stage: Path, cfg: RunConfig, d: Prepared, f: Fitted, index: np.n
         **({"samples": _samples_summary(d)} if isinstance(d.split, SampleSplit) else {}),
         "baselines": {} if f.baselines is None else {
             "info": f.baselines.info,
-            "learned_rule": "ViT test R² >= 0.1 and >= the best baseline's + margin (2 x paired-bootstrap SE, >= 0.02)",
+            "learned_rule": ("ViT test R² >= 0.1 and >= the best baseline's + margin (2 x paired-bootstrap SE, >= 0.02)"
+                             + ("; judged on the ensemble mean against the mean of as many CNNs (--verdict ensemble)"
+                                if cfg.verdict == "ensemble" else "")),
         },
     }
     f.trained.save(stage / "model.pt")

@@ -14,7 +14,7 @@ from . import figures
 from .base import fig_to_html, not_learned_warning, register_section, table_html
 from ..train.baselines import MIN_R2 as LEARNED_MIN_R2
 from ..train.trainer import describe_training
-from .summary import faithfulness_phrase, unlearned_targets
+from .summary import faithfulness_phrase, judged_r2, unlearned_targets
 
 
 BASELINE_COLUMNS = (("mean", "mean"), ("ridge", "ridge"), ("position", "position"), ("cnn", "CNN"))  # key, header
@@ -45,14 +45,18 @@ def overview(ctx) -> str:
     keys = _baseline_keys(targets)
     if keys:  # issue 12: the ViT next to its baselines, and the verdict
         labels = dict(BASELINE_COLUMNS)
-        rows = [[name, s["r2"]] + [(s.get("baselines") or {}).get(k) for k in keys]
+        rows = [[name, judged_r2(s)] + [(s.get("baselines") or {}).get(k) for k in keys]
                 + [s.get("margin"), _learned_cell(s), s.get("verdict", ""),
                    f"{s['mae']:.3g} {s.get('unit', '')}".strip(), s["n"]] for name, s in targets.items()]
         out = f"<p>{BASELINES_NOTE.format(min_r2=LEARNED_MIN_R2)}</p>"
+        if any("ensemble" in str(s.get("judged", "")) for s in targets.values()):
+            out += ("<p class='note'>--verdict ensemble: the ViT column is the test R² of the ensemble's mean, and "
+                    "the CNN's is the mean of as many CNNs (the primary ViT's own R² is in the uncertainty "
+                    "section).</p>")
         out += table_html(["target", "ViT R²"] + [labels.get(k, k) for k in keys]
                           + ["margin", "learned", "verdict", "ViT test MAE", "test points"], rows,
                           row_classes=["unlearned" if s.get("learned") is False else None for s in targets.values()])
-        r2 = np.array([[s["r2"]] + [np.nan if (s.get("baselines") or {}).get(k) is None else s["baselines"][k]
+        r2 = np.array([[judged_r2(s)] + [np.nan if (s.get("baselines") or {}).get(k) is None else s["baselines"][k]
                                     for k in keys] for s in targets.values()], dtype=float)
         fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 3.2))
         figures.r2_bars(r2, targets=list(targets), models=["ViT"] + [labels.get(k, k) for k in keys],

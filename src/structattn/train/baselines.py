@@ -207,24 +207,35 @@ def fit_baselines(
     ridge and position choose their penalties on the validation points.
     """
     y = np.asarray(y, np.float64)
-    n = len(y)
     preds: dict[str, np.ndarray] = {"mean": np.broadcast_to(y[train].mean(0), y.shape).copy()}
     info: dict = {}
     preds["ridge"], info["ridge"] = ridge_select(x, y, train=train, val=val)
     preds["position"], info["position"] = position_baseline(positions, y, shape=shape, train=train, val=val)
     if cnn:
-        ym, ys = y[train].mean(0), np.maximum(y[train].std(0), 1e-8)
-        c, w = _block(x, np.arange(1)).shape[1::2]  # (1, C, w, w) -> C, w
-        L.seed_everything(train_cfg.seed, workers=True, verbose=False)
-        model = CNNRegressor(CNNConfig(in_channels=c, window=w, n_outputs=y.shape[1]))
-        model, hist = fit_model(model, x, (y - ym) / ys, train_index=train, val_index=val, train=train_cfg,
-                                checkpoint_dir=checkpoint_dir)
-        out = predict_batched(model, lambda a, b: _block(x, np.arange(a, b)), n)
-        preds["cnn"] = out * ys + ym
-        info["cnn"] = {"best_epoch": hist["best_epoch"], "stopped_epoch": hist["stopped_epoch"],
-                       "config": model.cfg.to_dict()}
-    r2 = {b: np.array([_r2(y[test, k], p[test, k]) for k in range(y.shape[1])]) for b, p in preds.items()}
-    return BaselineResult(r2=r2, predictions=preds, info=info)
+        preds["cnn"], info["cnn"] = fit_cnn(x, y, train=train, val=val, train_cfg=train_cfg,
+                                            checkpoint_dir=checkpoint_dir)
+    return BaselineResult(r2=r2_on(y, preds, test), predictions=preds, info=info)
+
+
+def r2_on(y: np.ndarray, preds: dict[str, np.ndarray], test: np.ndarray) -> dict[str, np.ndarray]:
+    """name -> (K,) R² of each prediction (N, K) on the points `test` (NaN for a constant target)."""
+    return {b: np.array([_r2(y[test, k], p[test, k]) for k in range(y.shape[1])]) for b, p in preds.items()}
+
+
+def fit_cnn(x, y: np.ndarray, *, train: np.ndarray, val: np.ndarray, train_cfg: TrainConfig,
+            checkpoint_dir=None) -> tuple[np.ndarray, dict]:
+    """The small CNN baseline on standardised targets: (N, K) predictions in target units, and its
+    training record. The same trainer, options and seed (``train_cfg.seed``) as the ViT."""
+    y = np.asarray(y, np.float64)
+    ym, ys = y[train].mean(0), np.maximum(y[train].std(0), 1e-8)
+    c, w = _block(x, np.arange(1)).shape[1::2]  # (1, C, w, w) -> C, w
+    L.seed_everything(train_cfg.seed, workers=True, verbose=False)
+    model = CNNRegressor(CNNConfig(in_channels=c, window=w, n_outputs=y.shape[1]))
+    model, hist = fit_model(model, x, (y - ym) / ys, train_index=train, val_index=val, train=train_cfg,
+                            checkpoint_dir=checkpoint_dir)
+    out = predict_batched(model, lambda a, b: _block(x, np.arange(a, b)), len(y))
+    return out * ys + ym, {"best_epoch": hist["best_epoch"], "stopped_epoch": hist["stopped_epoch"],
+                           "config": model.cfg.to_dict()}
 
 
 def _r2(t: np.ndarray, p: np.ndarray) -> float:
