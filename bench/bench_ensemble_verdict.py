@@ -42,7 +42,7 @@ def one(image: str, out: Path = OUT, **changed) -> None:
 
     from structattn.pipeline import (RunConfig, baselines_stage, fit_stage, load_stage, resolve_geometry,
                                      ridge_choice_stage, split_stage, targets_stage, uncertainty_stage)
-    from structattn.train.baselines import fit_baselines
+    from structattn.train.baselines import fit_cnn
     from structattn.train.ensemble import member_seed
 
     torch.set_num_threads(int(os.environ.get("SWEEP_THREADS", "1")))
@@ -62,9 +62,9 @@ def one(image: str, out: Path = OUT, **changed) -> None:
     t1 = time.perf_counter()
     cnns = [f.baselines.predictions["cnn"][d.test]]
     for k in range(1, cfg.ensemble):
-        b = fit_baselines(d.source, d.y, sample.positions, shape=sample.shape, train=d.train, val=d.val, test=d.test,
+        pred, _ = fit_cnn(d.source, d.y, train=d.train, val=d.val,  # the CNN alone: ridge and position need no refit
                           train_cfg=dataclasses.replace(f.train_cfg, seed=member_seed(cfg.seed, k)))
-        cnns.append(b.predictions["cnn"][d.test])
+        cnns.append(pred[d.test])
     seconds["cnn_members"] = time.perf_counter() - t1
     names = list(d.targets.names)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from . import figures
 from .base import fig_to_html, not_learned_warning, register_section, table_html
 from ..train.baselines import MIN_R2 as LEARNED_MIN_R2
 from ..train.trainer import describe_training
-from .summary import faithfulness_phrase, judged_r2, unlearned_targets
+from .summary import faithfulness_phrase, judged_ensemble, judged_r2, unlearned_targets
 
 
 BASELINE_COLUMNS = (("mean", "mean"), ("ridge", "ridge"), ("position", "position"), ("cnn", "CNN"))  # key, header
@@ -49,7 +49,7 @@ def overview(ctx) -> str:
                 + [s.get("margin"), _learned_cell(s), s.get("verdict", ""),
                    f"{s['mae']:.3g} {s.get('unit', '')}".strip(), s["n"]] for name, s in targets.items()]
         out = f"<p>{BASELINES_NOTE.format(min_r2=LEARNED_MIN_R2)}</p>"
-        if any("ensemble" in str(s.get("judged", "")) for s in targets.values()):
+        if any(judged_ensemble(s) for s in targets.values()):
             out += ("<p class='note'>--verdict ensemble: the ViT column is the test R² of the ensemble's mean, and "
                     "the CNN's is the mean of as many CNNs (the primary ViT's own R² is in the uncertainty "
                     "section).</p>")

@@ -29,6 +29,11 @@ def unlearned_targets(metrics: dict) -> dict[str, str]:
             for name, t in metrics.get("targets", {}).items() if t.get("learned") is False}
 
 
+def judged_ensemble(target: dict) -> bool:
+    """Whether the verdict judged the ensemble mean (``--verdict ensemble``)."""
+    return str(target.get("judged", "")).startswith("ensemble")
+
+
 def judged_r2(target: dict):
     """The test R² the verdict judged: the ensemble mean's with ``--verdict ensemble``, else the ViT's
     (older runs have no ``r2_judged``)."""
@@ -43,8 +48,7 @@ def accuracy_line(name: str, target: dict) -> str:
         ...                      "learned": False, "verdict": "not learned: no better than mean"})
         'V+: ViT R² 0.05 | mean -0.01, ridge n/a | NOT LEARNED (not learned: no better than mean)'
     """
-    ens = "ensemble" in str(target.get("judged", ""))  # --verdict ensemble: the mean of the ViTs was judged
-    parts = [f"{name}: {'ViT ensemble' if ens else 'ViT'} R² {_num(judged_r2(target))}"]
+    parts = [f"{name}: {'ViT ensemble' if judged_ensemble(target) else 'ViT'} R² {_num(judged_r2(target))}"]
     base = target.get("baselines")
     if base:
         parts.append(", ".join(f"{k} {_num(v)}" for k, v in base.items()))
