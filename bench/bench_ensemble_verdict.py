@@ -87,7 +87,13 @@ def summary(src: Path = OUT, result: Path = RESULT) -> dict:
     """Per image and rule: the current verdict's figures (member 0 against one CNN) and the proposed
     one's (the ensemble mean against the mean of as many CNNs); the lead over the best baseline."""
     per: dict = {}
-    for p in sorted(src.glob("*.npz")):
+    files = sorted(src.glob("*.npz"))
+    if result.exists():  # the npz files are not committed (bench/results/.gitignore): keep the rows of earlier ones
+        for name, rule in json.loads(result.read_text())["rules"].items():
+            for image, row in rule["per_image"].items():
+                if image not in {p.stem for p in files}:
+                    per.setdefault(name, {})[image] = row
+    for p in files:
         z = np.load(p)
         for k, name in enumerate(z["names"].tolist()):
             y = z["y"][:, k]
@@ -105,20 +111,24 @@ def summary(src: Path = OUT, result: Path = RESULT) -> dict:
     rules = {}
     for name, rows in per.items():
         mean = lambda key, sub: float(np.mean([r[key][sub] for r in rows.values()]))  # noqa: E731
+        seeds = np.array([r["lead_cnn_seeds"] for r in rows.values()])
         rules[name] = {"n": len(rows), **{f"{label}_{sub}": mean(label, sub) for label in ("now", "ensemble")
                                           for sub in ("run", "cnn", "lead", "lead_cnn")},
-                       "now_lead_cnn_seeds": float(np.mean([r["lead_cnn_seeds"] for r in rows.values()])),
+                       "now_lead_cnn_seeds": float(seeds.mean()),
+                       # how far the mean over these images is from the mean over textures like them
+                       "now_lead_cnn_seeds_se": float(seeds.std(ddof=1) / np.sqrt(len(seeds))) if len(seeds) > 1 else None,
                        "per_image": rows}
     nonlinear = {r: rules[r]["ensemble_lead"] - rules[r]["now_lead"] for r in NONLINEAR if r in rules}
     out = {"rules": rules, "lead_change": nonlinear,
            "rule_met": bool(nonlinear) and min(nonlinear.values()) >= -0.02 and max(nonlinear.values()) > 0,
-           "images": sorted(p.stem for p in src.glob("*.npz"))}
+           "images": sorted({i for rows in per.values() for i in rows})}
     result.write_text(json.dumps(out, indent=1))
     print(f"{'rule':16s} {'run now':>8s} {'CNN':>6s} {'lead':>7s} | {'ens.':>6s} {'CNN ens':>7s} {'lead':>7s} | "
-          f"{'run - mean CNN seed':>19s}")
+          f"{'run - mean CNN seed (± s.e.)':>28s}")
     for name, r in rules.items():
         print(f"{name:16s} {r['now_run']:8.3f} {r['now_cnn']:6.3f} {r['now_lead']:+7.3f} | {r['ensemble_run']:6.3f} "
-              f"{r['ensemble_cnn']:7.3f} {r['ensemble_lead']:+7.3f} | {r['now_lead_cnn_seeds']:+19.3f}")
+              f"{r['ensemble_cnn']:7.3f} {r['ensemble_lead']:+7.3f} | {r['now_lead_cnn_seeds']:+19.3f} "
+              f"± {r['now_lead_cnn_seeds_se'] or float('nan'):.3f}")
     print(f"images: {', '.join(out['images'])}; lead change on the nonlinear rules: "
           + ", ".join(f"{r} {v:+.3f}" for r, v in nonlinear.items()) + f"; rule met: {out['rule_met']}")
     return out

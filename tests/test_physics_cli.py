@@ -17,7 +17,8 @@ def tiny_run(tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = RunConfig(source="synthetic:seed=0", epochs=1, dim=16, depth=1, heads=2, progress=False, points="40", ensemble=1)
+    cfg = RunConfig(source="synthetic:seed=0", epochs=1, dim=16, depth=1, heads=2, progress=False, points="40", ensemble=1,
+                    wavelets=0, ridge_wavelets=0)  # about domains: the wavelet features only slow its explain stage
     run_pipeline(cfg, out, log=lambda m: None)
     return out
 

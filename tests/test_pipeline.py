@@ -80,7 +80,9 @@ def test_same_seed_same_result(tmp_path):
 
 def _quick(tmp_path, bundle, name, extra=()):
     return main(["run", str(bundle), "--out", str(tmp_path / name), "--epochs", "2", "--dim", "16", "--depth", "1",
-                 "--heads", "2", "--window", "16", "--blocks", "3", "--quiet", "--ensemble", "1", *extra])
+                 "--heads", "2", "--window", "16", "--blocks", "3", "--quiet", "--ensemble", "1",
+                 # these tests are about targets and bundles: no wavelet features (they tripled the explain stage's time)
+                 "--wavelets", "0", "--ridge-wavelets", "0", *extra])
 
 
 def test_bundle_with_targets_and_no_loops(tmp_path, small_sample):
