@@ -9,6 +9,7 @@ every test prediction:
 
     python bench/bench_ensemble_verdict.py --image PTO_Funakubo0001        # one texture (one process)
     python bench/bench_ensemble_verdict.py --summary                       # -> bench/results/ensemble_verdict.json
+                                                                           #    (keeps the rows of images run before)
 
 The rule, written before any of these runs (docs/training.md, round 17): the change (run R² and
 verdict from the ensemble mean, the CNN baseline an ensemble of the same size) is adopted if, on
@@ -85,7 +86,9 @@ def _r2(y: np.ndarray, p: np.ndarray) -> float:
 
 def summary(src: Path = OUT, result: Path = RESULT) -> dict:
     """Per image and rule: the current verdict's figures (member 0 against one CNN) and the proposed
-    one's (the ensemble mean against the mean of as many CNNs); the lead over the best baseline."""
+    one's (the ensemble mean against the mean of as many CNNs); the lead over the best baseline.
+    An image already in `result` whose prediction file is not in `src` keeps its row there (the files
+    are not committed); an image with a file is computed afresh."""
     per: dict = {}
     files = sorted(src.glob("*.npz"))
     if result.exists():  # the npz files are not committed (bench/results/.gitignore): keep the rows of earlier ones
