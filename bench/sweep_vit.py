@@ -117,6 +117,11 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # round 16: fixed wavelet-modulus features (first-order scattering, 2 scales x 8 orientations) added to each
     # token's embedding; the learned stem unchanged
     "spatial_stemavg_wav": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8}, {"weight_decay": 0.3, "buffer": 8}),
+    # round 18: today's default model with round 7's training (the mean of each target's log MSE decides the
+    # stop; a target's term leaves the loss after 20 epochs without improving its own validation MSE)
+    "spatial_stemavg_wav_logmse_freeze20": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
+                                            {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse",
+                                             "target_patience": 20}),
 }
 
 
