@@ -91,10 +91,11 @@ def summary(src: Path = OUT, result: Path = RESULT) -> dict:
     are not committed); an image with a file is computed afresh."""
     per: dict = {}
     files = sorted(src.glob("*.npz"))
+    fresh = {p.stem for p in files}
     if result.exists():  # the npz files are not committed (bench/results/.gitignore): keep the rows of earlier ones
         for name, rule in json.loads(result.read_text())["rules"].items():
             for image, row in rule["per_image"].items():
-                if image not in {p.stem for p in files}:
+                if image not in fresh:
                     per.setdefault(name, {})[image] = row
     for p in files:
         z = np.load(p)
@@ -103,7 +104,7 @@ def summary(src: Path = OUT, result: Path = RESULT) -> dict:
             base = {b: _r2(y, z[b][:, k]) for b in ("mean", "ridge", "position")}
             now = {"run": _r2(y, z["run"][:, k]), "cnn": _r2(y, z["cnn"][0][:, k])}
             new = {"run": _r2(y, z["ensemble"][:, k]), "cnn": _r2(y, z["cnn"][:, :, k].mean(0))}
-            row = {"predicted_by": str(z["predicted_by"][k]), **{f"{b}": v for b, v in base.items()},
+            row = {"predicted_by": str(z["predicted_by"][k]), **base,
                    # one CNN's expected R² (the mean over the seeds' CNNs): the single CNN without its seed's luck
                    "cnn_each": [_r2(y, c[:, k]) for c in z["cnn"]]}
             row["lead_cnn_seeds"] = now["run"] - float(np.mean(row["cnn_each"]))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
 from sklearn.neural_network import MLPRegressor
 
 from structattn.data import load_sample
@@ -37,10 +38,6 @@ from structattn.train.trainer import TrainedModel
 
 RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 MLP_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
-
-
-def _r2(y: np.ndarray, p: np.ndarray) -> float:
-    return float(1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
 def pooled_features(tm: TrainedModel, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -62,9 +59,9 @@ def _best(fits, va, te, y):
     best = (-np.inf, np.nan)
     for fit in fits:
         p = fit()
-        v = _r2(y[va], p[va])
+        v = r2_score(y[va], p[va])
         if v > best[0]:
-            best = (v, _r2(y[te], p[te]))
+            best = (v, r2_score(y[te], p[te]))
     return best
 
 
@@ -93,7 +90,7 @@ def one_run(run: Path) -> dict:
             mlp = _best([lambda a=a: mu + sd * MLPRegressor(hidden_layer_sizes=(64,), alpha=a, max_iter=2000,
                                                             random_state=0).fit(f[tr], (y[tr] - mu) / sd).predict(f)
                          for a in MLP_ALPHAS], va, te, y)
-        res[name] = {"model_val": _r2(y[va], p["y_pred"][va, k]), "model_test": _r2(y[te], p["y_pred"][te, k]),
+        res[name] = {"model_val": r2_score(y[va], p["y_pred"][va, k]), "model_test": r2_score(y[te], p["y_pred"][te, k]),
                      "linear_val": lin[0], "linear_test": lin[1], "mlp_val": mlp[0], "mlp_test": mlp[1],
                      "predicted_by": m["targets"][name].get("predicted_by", "vit"),
                      "cnn": m["targets"][name]["baselines"]["cnn"]}
