@@ -122,6 +122,10 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     "spatial_stemavg_wav_logmse_freeze20": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
                                             {"weight_decay": 0.3, "buffer": 8, "criterion": "log_mse",
                                              "target_patience": 20}),
+    # round 19: today's default model, early stopping and the best epoch on each target's validation MSE capped
+    # at the training mean's (a target predicted worse than the mean does not vote on when the others stop)
+    "spatial_stemavg_wav_capped": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
+                                   {"weight_decay": 0.3, "buffer": 8, "criterion": "capped_mse"}),
 }
 
 

@@ -144,32 +144,57 @@ def test_spatial_split_holds_out_whole_blocks():
 
 
 def test_validation_criterion_picks_and_restores_its_best_epoch():
-    """Both criteria: the best epoch is the one with the lowest criterion, the returned weights are
-    that epoch's (their criterion, recomputed here from the predictions, is the recorded one), and
-    log_mse is the mean over targets of the log of each target's MSE."""
+    """Every criterion: the best epoch is the one with the lowest criterion, the returned weights are
+    that epoch's (their criterion, recomputed here from the predictions, is the recorded one);
+    log_mse is the mean over targets of the log of each target's MSE, capped_mse the mean of each
+    MSE capped at the MSE of the training points' mean on the validation points."""
     from structattn.train.trainer import TrainConfig, fit_vit
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
     # one target the pixels determine, one they do not (its MSE stays near 1)
-    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
+    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, 2 * rng.normal(size=240)], 1).astype(np.float32)
     cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
     tr, va = np.arange(180), np.arange(180, 240)
-    for crit in ("mse", "log_mse"):
+    mse0 = ((y[va] - y[tr].mean(0)) ** 2).mean(0)  # the training mean's validation MSE
+    assert mse0[1] > 2.0  # unstandardised targets: the cap is each target's own, not 1
+
+    def score(mse, crit):
+        return {"log_mse": np.log(mse).mean(), "mse": mse.mean(), "capped_mse": np.minimum(mse, mse0).mean()}[crit]
+
+    for crit in ("mse", "log_mse", "capped_mse"):
         model, hist = fit_vit(x, y, train_index=tr, val_index=va, vit=cfg,
                               train=TrainConfig(epochs=5, warmup=1, progress=False, criterion=crit))
         assert hist["criterion"] == crit
         for e in hist["epochs"]:
             mse = np.asarray(e["val_mse"])
             assert len(mse) == 2
-            ref = np.log(mse).mean() if crit == "log_mse" else mse.mean()
+            assert np.asarray(e["val_mse0"]) == pytest.approx(mse0, rel=1e-5)
+            ref = score(mse, crit)
             assert e["val_score"] == pytest.approx(ref, rel=1e-5, abs=1e-6)
             assert mse.mean() == pytest.approx(e["val_loss"], rel=1e-4)  # the old loss is the plain mean
         assert hist["best_epoch"] == int(np.argmin([e["val_score"] for e in hist["epochs"]]))
         with torch.no_grad():
             mse = ((model(torch.as_tensor(x[va])).numpy() - y[va]) ** 2).mean(0)
-        ref = np.log(mse).mean() if crit == "log_mse" else mse.mean()
+        ref = score(mse, crit)
         assert ref == pytest.approx(hist["best_val_score"], rel=1e-4, abs=1e-5)
+
+
+def test_capped_mse_ignores_a_target_worse_than_the_mean():
+    """capped_mse: while a target's MSE is above its training mean's, its changes do not move the
+    criterion (it cannot decide when the others stop); below the cap it counts as under mse."""
+    from structattn.train.trainer import validation_score
+
+    mse0 = torch.tensor([1.0, 1.2])
+    a = validation_score(torch.tensor([0.30, 1.5]), "capped_mse", mse0)
+    b = validation_score(torch.tensor([0.30, 2.5]), "capped_mse", mse0)
+    assert a == b == pytest.approx((0.30 + 1.2) / 2)
+    assert validation_score(torch.tensor([0.30, 0.9]), "capped_mse", mse0) == pytest.approx(0.6)
+    # the earlier epoch with the better learned target wins, whatever the unlearnable one does
+    assert validation_score(torch.tensor([0.25, 2.5]), "capped_mse", mse0) < a
+    assert validation_score(torch.tensor([0.25, 2.5]), "mse") > validation_score(torch.tensor([0.30, 1.5]), "mse")
+    with pytest.raises(ValueError, match="capped_mse: .*mse0"):
+        validation_score(torch.tensor([0.3]), "capped_mse")
 
 
 def test_unknown_criterion_is_named():

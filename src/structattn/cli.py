@@ -111,8 +111,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         f"round 16c)")
     p.add_argument("--criterion", default=d.criterion, choices=CRITERIA,
                    help="what early stopping and the best epoch watch on the validation blocks: mse (over all "
-                        "targets together) or log_mse (the mean over targets of each target's log MSE, so a target "
-                        f"that cannot be learned does not decide when the others stop) (default {d.criterion})")
+                        "targets together), log_mse (the mean over targets of each target's log MSE) or capped_mse "
+                        "(the mean over targets of the MSE capped at the training mean's, so a target the model "
+                        f"predicts worse than the mean does not decide when the others stop) (default {d.criterion})")
     p.add_argument("--target-patience", type=int, default=d.target_patience,
                    help="leave a target's term out of the loss while its own validation MSE has not improved "
                         "for this many epochs (it comes back when it improves); the others go on; 0 = off (default "

@@ -4,8 +4,9 @@ Inputs are standardised per channel (statistics of the whole structure image: no
 information, so no leak) and targets per column (statistics of the training points only).
 Early stopping and the choice of the best epoch watch one validation criterion (`TrainConfig.
 criterion`): by default the MSE over all standardised targets; ``log_mse`` averages each target's
-log MSE instead, so every target's relative progress counts alike. The best epoch's weights are
-restored.
+log MSE instead, so every target's relative progress counts alike; ``capped_mse`` caps each target's
+MSE at the training mean's, so a target the model cannot learn does not decide when the others stop.
+The best epoch's weights are restored.
 """
 
 from __future__ import annotations
@@ -66,7 +67,11 @@ AUGMENTATIONS = ("none", "flips", "dihedral")
 # learned (its MSE stays near 1 and rises as it over-fits) then decides when every target stops.
 # "log_mse": the mean over targets of log(MSE_k); a fall from 0.04 to 0.02 on a learned target
 # weighs as much as one from 0.8 to 0.4 (sweep round 6, docs/training.md).
-CRITERIA = ("log_mse", "mse")
+# "capped_mse": the mean over targets of min(MSE_k, MSE0_k), MSE0_k being the validation MSE of the
+# training mean (the mean of y_k² on the validation points, targets being standardised with training
+# statistics); a target the model predicts worse than the training mean does not vote on when the
+# others stop (round 19, docs/training.md).
+CRITERIA = ("capped_mse", "log_mse", "mse")
 
 
 def check_criterion(value) -> str:
@@ -75,10 +80,15 @@ def check_criterion(value) -> str:
     return value
 
 
-def validation_score(mse: torch.Tensor, criterion: str) -> torch.Tensor:
-    """The criterion from per-target validation MSEs (K,)."""
+def validation_score(mse: torch.Tensor, criterion: str, mse0: torch.Tensor | None = None) -> torch.Tensor:
+    """The criterion from per-target validation MSEs (K,); `mse0` (K,), the training mean's
+    validation MSEs, is needed by ``capped_mse`` only."""
     if criterion == "mse":
         return mse.mean()
+    if criterion == "capped_mse":
+        if mse0 is None:
+            raise ValueError("capped_mse: the training mean's validation MSEs (mse0) are needed")
+        return torch.minimum(mse, mse0.to(mse)).mean()
     return torch.log(mse.clamp_min(1e-12)).mean()
 
 
@@ -224,6 +234,8 @@ class RegressionModule(L.LightningModule):
         self.loader_gen: torch.Generator | None = None  # the training DataLoader's shuffling generator
         self.history: list[dict] = []
         self.val_mse: list[float] = []  # per-target validation MSE of the last validation epoch
+        self.val_mse0: list[float] = []  # ... and that of the training mean (`capped_mse`)
+        self.train_mean: torch.Tensor | None = None  # (K,) the training points' target means (fit_model sets it)
         # per-target loss freezing (TrainConfig.target_patience): best validation MSE so far and epochs
         # since it improved; a term is frozen (out of the loss) while that count reaches the patience
         self.target_best: list[float] | None = None
@@ -306,28 +318,35 @@ class RegressionModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sse: torch.Tensor | None = None
+        self._val_ss0: torch.Tensor | None = None  # the training mean's SSE per target
         self._val_n = 0
 
     def validation_step(self, batch, _):
         x, *held, y = batch
         sse = ((_predict(self.evaluated, x, held) - y) ** 2).detach().double().sum(0)  # per target; MSEs at the end
+        ref = 0.0 if self.train_mean is None else self.train_mean.to(device=y.device, dtype=torch.float64)
+        ss0 = ((y.detach().double() - ref) ** 2).sum(0)
         self._val_sse = sse if self._val_sse is None else self._val_sse + sse
+        self._val_ss0 = ss0 if self._val_ss0 is None else self._val_ss0 + ss0
         self._val_n += len(x)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sse is None:
             return
-        sse, n = self._val_sse, torch.tensor(float(self._val_n), dtype=torch.float64, device=self._val_sse.device)
+        sse, ss0 = self._val_sse, self._val_ss0
+        n = torch.tensor(float(self._val_n), dtype=torch.float64, device=sse.device)
         if self.trainer.world_size > 1:  # per-target sums over the ranks, then the criterion
             sse = self.trainer.strategy.reduce(sse, reduce_op="sum")
+            ss0 = self.trainer.strategy.reduce(ss0, reduce_op="sum")
             n = self.trainer.strategy.reduce(n, reduce_op="sum")
         mse = sse / n
         self.val_mse = [float(v) for v in mse]
+        self.val_mse0 = [float(v) for v in ss0 / n]
         if self.tcfg.target_patience > 0 and not self.trainer.sanity_checking:
             self._update_frozen()
         # both from the reduced sums, so equal on every rank (early stopping, best epoch)
         self.log("val_loss", mse.mean().float(), prog_bar=True, sync_dist=False)
-        self.log("val_score", validation_score(mse, self.tcfg.criterion).float(), sync_dist=False)
+        self.log("val_score", validation_score(mse, self.tcfg.criterion, ss0 / n).float(), sync_dist=False)
 
     @property
     def frozen(self) -> list[bool]:
@@ -356,6 +375,7 @@ class RegressionModule(L.LightningModule):
         if val is not None and self._loss_n:
             self.history.append({"epoch": int(self.current_epoch), "train_loss": self._loss_sum / self._loss_n,
                                  "val_loss": float(val), "val_score": float(score), "val_mse": list(self.val_mse),
+                                 "val_mse0": list(self.val_mse0),
                                  **({"frozen": self.frozen} if self.tcfg.target_patience > 0 else {})})
 
     def configure_optimizers(self):
@@ -678,6 +698,7 @@ def fit_model(
     tr = DataLoader(tr_set, batch_size=train.batch_size, shuffle=True, generator=gen if par.world_size == 1 else None)
     va = DataLoader(va_set, batch_size=256)
     module = RegressionModule(model, train)
+    module.train_mean = torch.as_tensor(np.asarray(y, np.float64)[np.asarray(train_index)].mean(0))
     module.loader_gen = gen if par.world_size == 1 else None
     keep = _KeepBest()
     check_criterion(train.criterion)
@@ -762,7 +783,8 @@ def describe_training(history: dict, names: list[str]) -> list[str]:
         return []
     crit = history.get("criterion", "mse")
     crit_text = {"mse": "the validation MSE over all targets",
-                 "log_mse": "the mean over targets of each target's log validation MSE"}.get(crit, crit)
+                 "log_mse": "the mean over targets of each target's log validation MSE",
+                 "capped_mse": "mean over targets of the validation MSE, each capped at the training mean's"}.get(crit, crit)
     took = f" in {history['seconds']:.0f} s" if isinstance(history.get("seconds"), (int, float)) else ""
     out = [f"{len(epochs)} epochs trained{took}; the weights kept are epoch {history.get('best_epoch')}'s, the "
            f"lowest {crit_text} ({crit})."]
