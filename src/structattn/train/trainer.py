@@ -68,9 +68,9 @@ AUGMENTATIONS = ("none", "flips", "dihedral")
 # "log_mse": the mean over targets of log(MSE_k); a fall from 0.04 to 0.02 on a learned target
 # weighs as much as one from 0.8 to 0.4 (sweep round 6, docs/training.md).
 # "capped_mse": the mean over targets of min(MSE_k, MSE0_k), MSE0_k being the validation MSE of the
-# training mean (the mean of y_k² on the validation points, targets being standardised with training
-# statistics); a target the model predicts worse than the training mean does not vote on when the
-# others stop (round 19, docs/training.md).
+# training points' mean (the mean over validation points of (y_k − training mean_k)²); a target the
+# model predicts worse than the training mean does not vote on when the others stop (round 19,
+# docs/training.md).
 CRITERIA = ("capped_mse", "log_mse", "mse")
 
 
