@@ -31,7 +31,8 @@ random 5 % of the pool and adds K = 5 % of the pool per round, up to 50 %, chose
 * ``uncertainty_small``: ``uncertainty`` in batches of about 1 % of the pool: each round's K points
   are chosen in SUB = 5 smaller batches (sizes differing by at most one), the ensemble retrained
   after each, so every pick uses the measurements made just before it; the curve is recorded at
-  the same numbers of points as the others'. Five times the training; held-out textures first;
+  the same numbers of points as the others'. About seven times the training (the later retrainings
+  see more points); held-out textures first;
 * ``gp_uncertainty`` and ``gp_random``: the usual choice in automated microscopy, a Gaussian
   process (scikit-learn, constant x RBF + white noise, hyper-parameters by marginal likelihood)
   on a 20-component PCA of the patches (fitted on the pool's patches), choosing by its own
@@ -258,6 +259,15 @@ def pick_spread(positions, cand, score, k, min_distance):
             d *= 0.7  # K do not fit at this distance: relax (a rule fixed in advance)
 
 
+def uncertainty_picks(pred, y, idx, cand, positions, n, min_distance, weight=None):
+    """`n` candidates by the ensemble's uncertainty (times `weight`, e.g. information density), spread apart."""
+    from structattn.acquire import uncertainty_score
+
+    p = pred(cand)
+    score = uncertainty_score(p.std(0, ddof=1), np.maximum(y[idx].std(0), 1e-12))
+    return pick_spread(positions, cand, score if weight is None else score * weight, n, min_distance)
+
+
 def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES) -> dict:
     import torch
 
@@ -324,10 +334,8 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
                     idx = np.array(measured)
                     sel = pred if j == 0 else fit_cnn_ensemble(x, y, idx, seed=seed * 100 + 50 + SUB * r + j,
                                                                quick=quick)
-                    cand = np.setdiff1d(pool, idx)
-                    p = sel(cand)
-                    score = uncertainty_score(p.std(0, ddof=1), np.maximum(y[idx].std(0), 1e-12))
-                    measured.extend(int(i) for i in pick_spread(pos, cand, score, len(part), min_distance))
+                    new = uncertainty_picks(sel, y, idx, np.setdiff1d(pool, idx), pos, len(part), min_distance)
+                    measured.extend(int(i) for i in new)
                 continue
             if strat in ("random", "gp_random"):
                 new = rng.choice(cand, size=k, replace=False)
@@ -341,19 +349,19 @@ def campaign(name: str, seed: int, *, quick: bool = False, strategies=STRATEGIES
             elif strat == "igs":
                 scale = np.maximum(y[idx].std(0), 1e-12)
                 new = cand[select_igs(feats[idx], y[idx] / scale, feats[cand], pred(cand).mean(0) / scale, n=k)]
-            else:
+            elif strat in ("uncertainty", "density"):
+                new = uncertainty_picks(pred, y, idx, cand, pos, k, min_distance,
+                                        density[cand] if strat == "density" else None)
+            else:  # gp_uncertainty, ei
                 if strat == "gp_uncertainty":
                     mu, sd = pred(cand)
                 else:
                     p = pred(cand)
                     mu, sd = p.mean(0), p.std(0, ddof=1)
-                scale = np.maximum(y[idx].std(0), 1e-12)
                 if strat == "ei":
                     score = expected_improvement(mu[:, gk], sd[:, gk], goal=goal, best=best)
                 else:
-                    score = uncertainty_score(sd, scale)
-                if strat == "density":
-                    score = score * density[cand]
+                    score = uncertainty_score(sd, np.maximum(y[idx].std(0), 1e-12))
                 new = pick_spread(pos, cand, score, k, min_distance)
             measured.extend(int(i) for i in new)
         out["strategies"][strat] = {"curve": curve, "seconds": time.perf_counter() - t0}

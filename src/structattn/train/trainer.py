@@ -234,8 +234,9 @@ class RegressionModule(L.LightningModule):
         self.loader_gen: torch.Generator | None = None  # the training DataLoader's shuffling generator
         self.history: list[dict] = []
         self.val_mse: list[float] = []  # per-target validation MSE of the last validation epoch
-        self.val_mse0: list[float] = []  # ... and that of the training mean (`capped_mse`)
-        self.train_mean: torch.Tensor | None = None  # (K,) the training points' target means (fit_model sets it)
+        # (K,) the validation MSE of the training points' mean (`capped_mse`): a constant of the data,
+        # set once by fit_model
+        self.val_mse0: torch.Tensor | None = None
         # per-target loss freezing (TrainConfig.target_patience): best validation MSE so far and epochs
         # since it improved; a term is frozen (out of the loss) while that count reaches the patience
         self.target_best: list[float] | None = None
@@ -318,35 +319,28 @@ class RegressionModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sse: torch.Tensor | None = None
-        self._val_ss0: torch.Tensor | None = None  # the training mean's SSE per target
         self._val_n = 0
 
     def validation_step(self, batch, _):
         x, *held, y = batch
         sse = ((_predict(self.evaluated, x, held) - y) ** 2).detach().double().sum(0)  # per target; MSEs at the end
-        ref = 0.0 if self.train_mean is None else self.train_mean.to(device=y.device, dtype=torch.float64)
-        ss0 = ((y.detach().double() - ref) ** 2).sum(0)
         self._val_sse = sse if self._val_sse is None else self._val_sse + sse
-        self._val_ss0 = ss0 if self._val_ss0 is None else self._val_ss0 + ss0
         self._val_n += len(x)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sse is None:
             return
-        sse, ss0 = self._val_sse, self._val_ss0
-        n = torch.tensor(float(self._val_n), dtype=torch.float64, device=sse.device)
+        sse, n = self._val_sse, torch.tensor(float(self._val_n), dtype=torch.float64, device=self._val_sse.device)
         if self.trainer.world_size > 1:  # per-target sums over the ranks, then the criterion
             sse = self.trainer.strategy.reduce(sse, reduce_op="sum")
-            ss0 = self.trainer.strategy.reduce(ss0, reduce_op="sum")
             n = self.trainer.strategy.reduce(n, reduce_op="sum")
         mse = sse / n
         self.val_mse = [float(v) for v in mse]
-        self.val_mse0 = [float(v) for v in ss0 / n]
         if self.tcfg.target_patience > 0 and not self.trainer.sanity_checking:
             self._update_frozen()
         # both from the reduced sums, so equal on every rank (early stopping, best epoch)
         self.log("val_loss", mse.mean().float(), prog_bar=True, sync_dist=False)
-        self.log("val_score", validation_score(mse, self.tcfg.criterion, ss0 / n).float(), sync_dist=False)
+        self.log("val_score", validation_score(mse, self.tcfg.criterion, self.val_mse0).float(), sync_dist=False)
 
     @property
     def frozen(self) -> list[bool]:
@@ -375,7 +369,7 @@ class RegressionModule(L.LightningModule):
         if val is not None and self._loss_n:
             self.history.append({"epoch": int(self.current_epoch), "train_loss": self._loss_sum / self._loss_n,
                                  "val_loss": float(val), "val_score": float(score), "val_mse": list(self.val_mse),
-                                 "val_mse0": list(self.val_mse0),
+                                 **({"val_mse0": self.val_mse0.tolist()} if self.val_mse0 is not None else {}),
                                  **({"frozen": self.frozen} if self.tcfg.target_patience > 0 else {})})
 
     def configure_optimizers(self):
@@ -698,7 +692,8 @@ def fit_model(
     tr = DataLoader(tr_set, batch_size=train.batch_size, shuffle=True, generator=gen if par.world_size == 1 else None)
     va = DataLoader(va_set, batch_size=256)
     module = RegressionModule(model, train)
-    module.train_mean = torch.as_tensor(np.asarray(y, np.float64)[np.asarray(train_index)].mean(0))
+    y64 = np.asarray(y, np.float64)
+    module.val_mse0 = torch.as_tensor(((y64[val_index] - y64[train_index].mean(0)) ** 2).mean(0))
     module.loader_gen = gen if par.world_size == 1 else None
     keep = _KeepBest()
     check_criterion(train.criterion)
