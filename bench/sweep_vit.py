@@ -126,6 +126,10 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # at the training mean's (a target predicted worse than the mean does not vote on when the others stop)
     "spatial_stemavg_wav_capped": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
                                    {"weight_decay": 0.3, "buffer": 8, "criterion": "capped_mse"}),
+    # round 20: today's default model trained in batches of 32 (twice the optimiser steps an epoch); nothing
+    # else changed
+    "spatial_stemavg_wav_b32": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
+                                {"weight_decay": 0.3, "buffer": 8, "batch_size": 32}),
 }
 
 
