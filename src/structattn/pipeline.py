@@ -72,7 +72,7 @@ class RunConfig:
     # validation blocks (`choose_ridges`, round 16c); 0 = pixel ridge only
     pretrain_epochs: int = 0  # masked-token pretraining epochs on the whole image before training (0 = none)
     epochs: int = 80  # training epochs (upper bound; early stopping)
-    batch_size: int = 64  # training batch size
+    batch_size: int = 32  # training batch size (32: twice the steps of 64 per epoch; docs/training.md, round 20)
     lr: float = 3e-3  # peak learning rate, after a 5-epoch linear warm-up
     weight_decay: float = 0.3  # AdamW weight decay (0.3 beat 0.05 on real textures)
     patience: int = 15  # early-stopping patience in epochs
