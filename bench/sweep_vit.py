@@ -143,6 +143,7 @@ def run(config: str, texture: str, *, out: Path, epochs: int, baselines: bool, s
     and dropout, so the data, split and rule noise stay those of `seed` (the screen's noise floor)."""
     vopt, topt = CONFIGS[config]
     topt = dict(topt)
+    topt.setdefault("batch_size", 64)  # every configuration before round 20 trained in batches of 64 (the default then)
     buffer = topt.pop("buffer", 8 if "buf8" in config else 16)
     sample = load_sample(f"semisynthetic:image={TEXTURES[texture]},seed={seed}")
     window = 32
