@@ -16,15 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-
-def merged(paths: list[Path]) -> dict:
-    out: dict = {}
-    for p in paths:
-        for rule, row in json.loads(p.read_text())["rules"].items():
-            for image, r in row["per_run"].items():
-                out.setdefault(rule, {}).setdefault(image, r)
-    return out
+from nine_images import merged  # the same merge of summaries (first one with an image wins)
 
 
 def main() -> None:
