@@ -10,7 +10,13 @@ verdict is unknown, "?", because the choice was replayed), and the best attentio
 `--replay`: for images whose runs had `--ridge-wavelets 0`, the choice of the wavelet ridge is replayed
 from `probe_wavelet_ridge.py`'s figures on the same split (validation R² at least 0.5, above pixel
 ridge's and above the ViT's; the margin taken as 0, as the ViT's validation predictions were not
-kept). Replayed image-rules are counted and marked.
+kept). Replayed image-rules are counted and marked. Runs from before the summaries recorded each rule's
+predictor are replayed always; runs that recorded it (the pixel-ridge choice) but ran with
+`--ridge-wavelets 0` are named by their summary with `--no-wavelet-ridge`:
+
+    python bench/nine_images.py bench/results/semisynth_b32_step2.json bench/results/semisynth_b32.json \
+        bench/results/semisynth_b32_rest.json --replay bench/results/wavelet_ridge.json \
+        --no-wavelet-ridge semisynth_b32_step2.json
 """
 
 from __future__ import annotations
@@ -34,18 +40,22 @@ def merged(paths: list[Path]) -> dict:
     return out
 
 
-def replayed(rows: dict, probe: dict) -> int:
+def replayed(rows: dict, probe: dict, no_wavelet_ridge: frozenset = frozenset()) -> int:
     """Name each row's predictor where its run did not record it (runs before the summary kept it: pixel
     ridge where the run's R² is ridge's, else the ViT), and apply the wavelet ridge's choice where such a
     run could not hold it; returns how many image-rules the replay changed. A replayed row's verdict is
-    unknown (its margin needs the ViT's validation predictions): `learned` becomes None."""
+    unknown (its margin needs the ViT's validation predictions): `learned` becomes None. Rows of the summaries
+    named in `no_wavelet_ridge` kept their recorded predictor, and only the wavelet ridge's choice is replayed."""
     n = 0
     for rule, per in rows.items():
         for image, r in per.items():
-            if "predictor" in r:
+            if "predictor" in r and r["summary"] not in no_wavelet_ridge:
                 continue  # the run had the choice itself
-            pixel = abs(r["vit"] - r["ridge"]) < 1e-6  # as probe_wavelet_ridge.py tells a held pixel ridge
-            r.update(predictor="pixels ridge" if pixel else "vit", vit_alone=None if pixel else r["vit"])
+            if "predictor" in r:  # the run chose pixel ridge itself, without the wavelet ridge
+                pixel = r["predictor"] != "vit"
+            else:
+                pixel = abs(r["vit"] - r["ridge"]) < 1e-6  # as probe_wavelet_ridge.py tells a held pixel ridge
+                r.update(predictor="pixels ridge" if pixel else "vit", vit_alone=None if pixel else r["vit"])
             p = probe.get(image)
             if p is None or rule not in p["targets"]:
                 continue
@@ -63,10 +73,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("summaries", nargs="+", type=Path)
     ap.add_argument("--replay", type=Path, default=None, help="probe_wavelet_ridge.py's result on the same splits")
+    ap.add_argument("--no-wavelet-ridge", nargs="+", default=[], metavar="SUMMARY",
+                    help="file names of summaries whose runs had --ridge-wavelets 0 (replayed with --replay)")
     ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     a = ap.parse_args()
     rows = merged(a.summaries)
-    n_rep = replayed(rows, json.loads(a.replay.read_text())["images"] if a.replay else {})
+    n_rep = replayed(rows, json.loads(a.replay.read_text())["images"] if a.replay else {},
+                     frozenset(a.no_wavelet_ridge))
     m = lambda vals: float(np.nanmean([np.nan if v is None else v for v in vals]))  # noqa: E731
     table = {}
     print(f"{'rule':16s} {'n':>2s} {'run':>6s} {'ViT':>6s} {'CNN':>6s} {'ridge':>6s} {'-CNN':>6s} {'-ridge':>6s} "
