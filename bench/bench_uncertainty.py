@@ -12,6 +12,7 @@ For each run folder given (trained with the default deep ensemble):
 
     python bench/bench_uncertainty.py RUN [RUN ...]      # -> bench/results/uncertainty.json
     python bench/bench_uncertainty.py --candidates RUN ...   # only the calibration candidates (seconds)
+    python bench/bench_uncertainty.py --candidates --result bench/results/uncertainty_b32.json RUN ...
 
 ``--candidates`` refits four conformal calibrations from each run's predictions.npz on its
 validation blocks and scores them on its test blocks: pooled (the default before 2026-11-27),
@@ -190,11 +191,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--result", type=Path, default=RESULT, help=f"result JSON (default {RESULT.relative_to(ROOT)})")
     ap.add_argument("--candidates", action="store_true",
                     help="only the block-robust calibration candidates, from predictions.npz (-> uncertainty.json "
                          "'calibration_candidates')")
     a = ap.parse_args()
-    result = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    result = json.loads(a.result.read_text()) if a.result.is_file() else {}
     if a.candidates:
         table = result.setdefault("calibration_candidates", {})
         for r in a.runs:
@@ -210,7 +212,7 @@ if __name__ == "__main__":
             outside = sum(len(coverage_warnings(res[c], res["n_test"])) for res in scored)  # a run's own verdict
             print(f"{c:>12}: mean |coverage_95 - 0.95| {np.mean(np.abs(np.subtract(cov, 0.95))):.4f}, "
                   f"{len(cov) - outside} of {len(cov)} targets in {list(COVERAGE_95_RANGE)}")
-        RESULT.write_text(json.dumps(result, indent=1))
+        a.result.write_text(json.dumps(result, indent=1))
         sys.exit(0)
     for r in a.runs:
         name = Path(r).name
@@ -219,5 +221,5 @@ if __name__ == "__main__":
             res["dense_step1"] = dense(Path(r), name)
         result[name] = res
         print(json.dumps(res, indent=1))
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps(result, indent=1))
+        a.result.parent.mkdir(parents=True, exist_ok=True)
+        a.result.write_text(json.dumps(result, indent=1))
