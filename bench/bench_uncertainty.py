@@ -193,7 +193,7 @@ if __name__ == "__main__":
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--result", type=Path, default=RESULT, help=f"result JSON (default {RESULT.relative_to(ROOT)})")
     ap.add_argument("--candidates", action="store_true",
-                    help="only the block-robust calibration candidates, from predictions.npz (-> uncertainty.json "
+                    help="only the block-robust calibration candidates, from predictions.npz (-> --result's "
                          "'calibration_candidates')")
     a = ap.parse_args()
     result = json.loads(a.result.read_text()) if a.result.is_file() else {}
