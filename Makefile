@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/structattn demo
 
+# One pytest-xdist worker per core (at most 4); a test file stays on one worker, so its trained
+# fixtures are built once. tests/conftest.py gives each worker its share of torch threads.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Benchmarks compare against their reference side by side (slow: the scipy loop fit alone takes ~16 min).
 bench: $(STAMP)
