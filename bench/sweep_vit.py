@@ -130,7 +130,12 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # else changed
     "spatial_stemavg_wav_b32": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
                                 {"weight_decay": 0.3, "buffer": 8, "batch_size": 32}),
+    # round 21: today's default (batches of 32) without dropout in the ViT; nothing else changed
+    "spatial_stemavg_wav_b32_drop0": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8,
+                                       "dropout": 0.0}, {"weight_decay": 0.3, "buffer": 8, "batch_size": 32}),
 }
+
+NONLINEAR = ("wall_density", "wall_direction", "threshold", "product")
 
 
 def r2(t, p):
@@ -205,6 +210,57 @@ def summary(folder: Path) -> None:
             print(f"{'['+key+']':18s} {len(vals):2d} {'':6s} " + " ".join(f"{x:10.2f}" for x in v) + f"   {v.mean():.3f}")
 
 
+def screen(new: Path, new_config: str, ref: Path, ref_config: str, *, floor: float = 0.1) -> dict:
+    """The screen of rounds 15b-21: means over training seeds x images of the validation R², candidate
+    against reference, on the images and seeds both have. Passes if the mean over the rules and the
+    nonlinear mean rise by at least 0.01 and no rule falls by more than 0.02, where an image on which the
+    reference's R² of a rule (mean over its seeds) is below `floor` is left out of that rule's check."""
+    def load(folder: Path, config: str) -> dict:
+        out = {}
+        for p in sorted(folder.glob(f"{config}__*.json")):
+            r = json.loads(p.read_text())
+            if r["config"] == config:
+                out[(r["texture"], r.get("train_seed", 0))] = r
+        return out
+    a, b = load(new, new_config), load(ref, ref_config)
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        raise SystemExit(f"screen: no image and seed in common between {new}/{new_config} and {ref}/{ref_config}")
+    names = a[keys[0]]["targets"]
+    res = {}
+    for part in ("vit_val", "vit_test"):
+        va, vb = (np.mean([x[k][part] for k in keys], 0) for x in (a, b))
+        res[part] = {"candidate": va.tolist(), "reference": vb.tolist(), "difference": (va - vb).tolist()}
+    nl = [names.index(n) for n in NONLINEAR if n in names]
+    d = np.array(res["vit_val"]["difference"])
+    falls = {}
+    for j, n in enumerate(names):  # per rule, over the images the reference learns it on (seed means)
+        imgs = sorted({t for t, _ in keys})
+        per = []
+        for t in imgs:
+            ks = [k for k in keys if k[0] == t]
+            ref_r2 = np.mean([b[k]["vit_val"][j] for k in ks])
+            if ref_r2 >= floor:
+                per.append(np.mean([a[k]["vit_val"][j] for k in ks]) - ref_r2)
+        falls[n] = float(np.mean(per)) if per else None
+    checked = [v for v in falls.values() if v is not None]
+    res.update(names=names, keys=[list(k) for k in keys], mean_change=float(d.mean()), nonlinear_change=float(d[nl].mean()),
+               no_fall_check=falls, passes=bool(d.mean() >= 0.01 and d[nl].mean() >= 0.01 and min(checked) >= -0.02),
+               seconds={"candidate": [a[k]["seconds"] for k in keys], "reference": [b[k]["seconds"] for k in keys]},
+               best_epochs={"candidate": [a[k]["best_epoch"] for k in keys], "reference": [b[k]["best_epoch"] for k in keys]})
+    print(f"screen: {new_config} against {ref_config} on {len(keys)} image-seeds: {keys}")
+    print(f"{'':22s} " + " ".join(f"{n[:12]:>12s}" for n in names) + f" {'mean':>7s} {'nonlinear':>9s}")
+    for part in ("vit_val", "vit_test"):
+        for row in ("reference", "candidate", "difference"):
+            v = np.array(res[part][row])
+            print(f"{part[4:]:4s} {row:17s} " + " ".join(f"{x:12.3f}" for x in v) + f" {v.mean():7.3f} {v[nl].mean():9.3f}")
+    print("no-fall check (images the reference learns): " + ", ".join(
+        f"{n} {v:+.3f}" if v is not None else f"{n} -" for n, v in falls.items()))
+    print(f"mean {res['mean_change']:+.3f}, nonlinear mean {res['nonlinear_change']:+.3f}: "
+          + ("PASSES" if res["passes"] else "fails"))
+    return res
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(CONFIGS))
@@ -216,8 +272,13 @@ if __name__ == "__main__":
                     help="seed of the training alone (weights, batches, dropout); the data and split keep seed 0")
     ap.add_argument("--summary", type=Path)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--screen", nargs=4, metavar=("NEW_DIR", "NEW_CONFIG", "REF_DIR", "REF_CONFIG"),
+                    help="the screen's rule: candidate against reference, means over seeds x images")
     a = ap.parse_args()
-    if a.summary:
+    if a.screen:
+        res = screen(Path(a.screen[0]), a.screen[1], Path(a.screen[2]), a.screen[3])
+        (Path(a.screen[0]) / f"screen__{a.screen[1]}.json").write_text(json.dumps(res, indent=1))
+    elif a.summary:
         summary(a.summary)
     else:
         torch.set_num_threads(int(__import__("os").environ.get("SWEEP_THREADS", "2")))
