@@ -3,6 +3,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from structattn.cli import main
 from structattn.data import load_sample, save_bundle
@@ -93,6 +94,20 @@ def test_bundle_with_targets_and_no_loops(tmp_path, small_sample):
     assert _quick(tmp_path, tmp_path / "t.npz", "r") == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert set(m["targets"]) == {"V+", "V-"}
+
+
+def test_dropout_reaches_the_vit_and_a_bad_value_is_named(tmp_path, small_sample, capsys):
+    save_bundle(small_sample, tmp_path / "full.npz")
+    assert _quick(tmp_path, tmp_path / "full.npz", "bad", ["--dropout", "1.5"]) == 2
+    assert "--dropout: expected a number in [0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert _quick(tmp_path, tmp_path / "full.npz", "r", ["--targets", "V+", "--dropout", "0"]) == 0
+    conf = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert conf["run"]["dropout"] == 0.0 and conf["model"]["dropout"] == 0.0
+    from structattn.train.trainer import TrainedModel
+
+    model = TrainedModel.load(tmp_path / "r" / "model.pt").model
+    assert model.cfg.dropout == 0.0 and all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
 
 
 def test_bundle_with_loops_and_given_targets_choose_targets(tmp_path, small_sample):

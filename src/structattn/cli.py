@@ -127,6 +127,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         f"the CNN baseline; about twice the training time; 0 = off (default {d.sam}; see "
                         "docs/training.md, round 15)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
+    p.add_argument("--dropout", type=float, default=d.dropout,
+                   help=f"the ViT's dropout on attention weights and MLP outputs, in [0, 1) (default {d.dropout}; "
+                        f"docs/training.md, round 21)")
     p.add_argument("--blocks", type=int, default=d.blocks, help=f"spatial split blocks per side (default {d.blocks})")
     p.add_argument("--augment", default=d.augment, choices=("none", "flips", "dihedral"),
                    help="random symmetries of training patches: none (default), flips (mirrors), dihedral (mirrors "
@@ -264,7 +267,7 @@ def _config_from_args(args, source: str):
         criterion=args.criterion,
         prefer_ridge=args.prefer_ridge, ridge_wavelets=args.ridge_wavelets,
         target_patience=args.target_patience, ema=args.ema, sam=args.sam,
-        weight_decay=args.weight_decay, blocks=args.blocks,
+        weight_decay=args.weight_decay, dropout=args.dropout, blocks=args.blocks,
         augment="none" if args.no_augment else args.augment, cnn_baseline=not args.no_cnn_baseline,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), points=args.points,
         device=_device_from(args), progress=not args.quiet, domains=not args.no_domains,

@@ -75,6 +75,7 @@ class RunConfig:
     batch_size: int = 32  # training batch size (32: twice the steps of 64 per epoch; docs/training.md, round 20)
     lr: float = 3e-3  # peak learning rate, after a 5-epoch linear warm-up
     weight_decay: float = 0.3  # AdamW weight decay (0.3 beat 0.05 on real textures)
+    dropout: float = 0.1  # the ViT's dropout on attention weights and MLP outputs (docs/training.md, round 21)
     patience: int = 15  # early-stopping patience in epochs
     criterion: str = "mse"  # what early stopping and the best epoch watch: "mse" or "log_mse" (docs/training.md)
     target_patience: int = 0  # > 0: a target's loss term is left out while its own validation MSE has not
@@ -137,6 +138,8 @@ class RunConfig:
             raise ValueError(f"--stem-pool {self.stem_pool}: needs a conv stem (--stem > 0), got --stem {self.stem}")
         check_orientations(self.wavelets, "--wavelets")
         check_orientations(self.ridge_wavelets, "--ridge-wavelets")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"--dropout: expected a number in [0, 1), got {self.dropout!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
         if self.prefer_ridge and self.readout not in SPATIAL:
@@ -451,7 +454,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
     geo = d.geometry
     vit_cfg = ViTConfig(in_channels=image.shape[0], window=geo["window"], patch=geo["patch"], dim=cfg.dim,
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, stem_pool=cfg.stem_pool, wavelets=cfg.wavelets,
-                        readout=cfg.readout, n_outputs=len(d.targets.names))
+                        readout=cfg.readout, dropout=cfg.dropout, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             patience=cfg.patience, criterion=cfg.criterion,
                             target_patience=cfg.target_patience, ema=cfg.ema, sam=cfg.sam, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
