@@ -83,7 +83,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
 CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "sam", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
-              "stem_pool", "wavelets", "ridge_wavelets", "batch_size", "dropout")
+              "stem_pool", "wavelets", "ridge_wavelets", "batch_size", "dropout", "lr")
 
 
 def run_one(name: str, source: str, device: str, runs_dir: Path = RUNS, **changed) -> None:
@@ -265,6 +265,8 @@ if __name__ == "__main__":
                     help="run with this --batch-size instead of the default (sweep round 20, docs/training.md)")
     ap.add_argument("--dropout", type=float, default=None,
                     help="run with this --dropout in the ViT instead of the default (sweep round 21, docs/training.md)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="run with this peak --lr instead of the default (sweep round 22, docs/training.md)")
     ap.add_argument("--ensemble", type=int, default=None,
                     help="ensemble size instead of the default 3. R², verdicts and explanations come from the "
                          "primary model, which the ensemble does not change; 1 saves about a third of a run")
