@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-# Under pytest-xdist (`make test` runs `-n 2`) each worker gets its share of the cores, so two workers
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the cores, so workers
 # do not oversubscribe a 2-core machine; a plain `pytest` keeps up to 2 threads.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
