@@ -43,13 +43,15 @@ def one(run: Path, out: Path = OUT) -> Path:
     import torch
 
     from structattn.pipeline import RunConfig, load_stage, resolve_geometry, split_stage, targets_stage
+    from structattn.runfolder import RunFolder
     from structattn.train.baselines import fit_cnn
     from structattn.train.ensemble import member_seed
-    from structattn.train.trainer import TrainConfig, TrainedModel
+    from structattn.train.trainer import TrainConfig
 
     torch.set_num_threads(int(os.environ.get("SWEEP_THREADS", "1")))
     t0 = time.perf_counter()
-    conf = json.loads((run / "config.json").read_text())
+    folder = RunFolder(run)
+    conf = folder.config
     rc = dict(conf["run"])
     texture = Path(rc["source"].split("image=", 1)[1].split(",", 1)[0]).name  # the run's worktree may be gone
     image = Path(texture).stem
@@ -64,7 +66,7 @@ def one(run: Path, out: Path = OUT) -> Path:
     geo = resolve_geometry(sample, cfg)
     usable, split = split_stage(cfg, sample, geo)
     d = targets_stage(cfg, sample, checksum, geo, usable, split, say)
-    p = np.load(run / "predictions.npz")
+    p = folder.predictions
     row_of = {int(i): r for r, i in enumerate(p["point_index"])}
     rows = np.array([row_of[int(i)] for i in d.test])
     if not (np.all(p["split"][rows] == 2) and (p["split"] == 2).sum() == len(d.test)):
@@ -73,16 +75,17 @@ def one(run: Path, out: Path = OUT) -> Path:
     if not np.allclose(y, p["y_true"][rows], atol=1e-5):
         raise SystemExit(f"{run}: the rebuilt targets are not the run's")
     names = [str(n) for n in p["target_names"]]
-    metrics = json.loads((run / "metrics.json").read_text())
-    by_vit = [k for k, n in enumerate(names) if metrics["targets"][n].get("predicted_by", "vit") == "vit"]
-    paths = [run / "model.pt", *sorted((run / "ensemble").glob("member_*.pt"))]
-    vits = np.stack([TrainedModel.load(q).predict_points(d.source, d.test) for q in paths])
+    metrics = folder.metrics
+    predicted_by = [metrics["targets"][n].get("predicted_by", "vit") for n in names]
+    by_vit = [k for k, b in enumerate(predicted_by) if b == "vit"]
+    members = folder.members  # model.pt, then ensemble/member_<k>.pt
+    vits = np.stack([m.predict_points(d.source, d.test) for m in members])
     if by_vit and not np.allclose(vits[0][:, by_vit], p["y_pred"][rows][:, by_vit], atol=1e-4):
         raise SystemExit(f"{run}: member 0's predictions differ from the run's")
     tcfg = TrainConfig(**conf["train"])
     cnns = [p["y_pred_cnn"][rows]]
     t1 = time.perf_counter()
-    for k in range(1, len(paths)):
+    for k in range(1, len(members)):
         pred, _ = fit_cnn(d.source, d.y, train=d.train, val=d.val,
                           train_cfg=dataclasses.replace(tcfg, seed=member_seed(tcfg.seed, k)))
         cnns.append(pred[d.test])
@@ -91,7 +94,7 @@ def one(run: Path, out: Path = OUT) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     dest = out / f"{image}.npz"
     np.savez(dest, names=np.array(names), y=y, vit=vits, cnn=np.stack(cnns),
-             predicted_by=np.array([metrics["targets"][n].get("predicted_by", "vit") for n in names]),
+             predicted_by=np.array(predicted_by),
              seconds=json.dumps({"all": time.perf_counter() - t0, "cnns": time.perf_counter() - t1}))
     say(f"-> {dest} ({time.perf_counter() - t0:.0f} s)")
     return dest

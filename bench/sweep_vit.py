@@ -214,7 +214,7 @@ def summary(folder: Path) -> None:
 
 
 def screen(new: Path, new_config: str, ref: Path, ref_config: str, *, floor: float = 0.1) -> dict:
-    """The screen of rounds 15b-21: means over training seeds x images of the validation R², candidate
+    """The screen of rounds 15b-22: means over training seeds x images of the validation R², candidate
     against reference, on the images and seeds both have. Passes if the mean over the rules and the
     nonlinear mean rise by at least 0.01 and no rule falls by more than 0.02, where an image on which the
     reference's R² of a rule (mean over its seeds) is below `floor` is left out of that rule's check."""
@@ -237,8 +237,8 @@ def screen(new: Path, new_config: str, ref: Path, ref_config: str, *, floor: flo
     nl = [names.index(n) for n in NONLINEAR if n in names]
     d = np.array(res["vit_val"]["difference"])
     falls = {}
+    imgs = sorted({t for t, _ in keys})
     for j, n in enumerate(names):  # per rule, over the images the reference learns it on (seed means)
-        imgs = sorted({t for t, _ in keys})
         per = []
         for t in imgs:
             ks = [k for k in keys if k[0] == t]
