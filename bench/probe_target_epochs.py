@@ -75,19 +75,25 @@ class _Record(Callback):
                                 "val_mse": list(pl_module.val_mse), "test_pred": pred.tolist()})
 
 
-def _train(kind: str, texture: str, train_seed: int, epochs: int) -> dict:
-    vopt, topt = sweep_vit.CONFIGS[CONFIG]
-    topt = dict(topt)
-    buffer = topt.pop("buffer")
+def _data(texture: str, window: int = 32):
+    """The sweep's sample, split, standardised patches and standardised targets of one texture."""
+    buffer = sweep_vit.CONFIGS[CONFIG][1]["buffer"]
     sample = load_sample(f"semisynthetic:image={sweep_vit.TEXTURES[texture]},seed=0")
-    window = 32
     split = spatial_block_split(sample.positions, shape=sample.shape, blocks=4, val_fraction=0.15,
                                 test_fraction=0.2, buffer=buffer, seed=0)
     patches = extract_patches(sample.image, sample.positions, window=window)
     x = standardise_patches(patches, sample.image.mean((1, 2)), sample.image.std((1, 2)))
     y = sample.targets
     ym, ys = y[split.train].mean(0), y[split.train].std(0)
-    z = (y - ym) / ys
+    return sample, split, x, (y - ym) / ys
+
+
+def _train(kind: str, texture: str, train_seed: int, epochs: int) -> dict:
+    vopt, topt = sweep_vit.CONFIGS[CONFIG]
+    topt = {k: v for k, v in topt.items() if k != "buffer"}
+    window = 32
+    sample, split, x, z = _data(texture, window)
+    y = z
     tcfg = TrainConfig(**{"epochs": epochs, "seed": train_seed, "progress": False, "device": "cpu", **topt})
     _Record.x_test = torch.as_tensor(x[split.test])
     saved = trainer_mod.EarlyStopping
@@ -106,55 +112,88 @@ def _train(kind: str, texture: str, train_seed: int, epochs: int) -> dict:
     finally:
         trainer_mod.EarlyStopping = saved
     return {"model": kind, "texture": texture, "train_seed": train_seed, "seconds": time.perf_counter() - t0,
-            "targets": list(sample.target_names), "test_z": z[split.test].tolist(), "epochs": _Record.rows}
+            "targets": list(sample.target_names), "test_z": z[split.test].tolist(),
+            "val_mse0": (z[split.val] ** 2).mean(0).tolist(),  # the training mean's (0 in these units)
+            "epochs": _Record.rows}
 
 
 def _r2(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     return 1 - ((t - p) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
 
 
-def replay(res: dict, patience: int = PATIENCE) -> dict:
-    """Test R² per target under the joint and the per-target selection, and the epochs they chose."""
-    ep = res["epochs"]
-    t = np.asarray(res["test_z"])
-    score = np.asarray([e["val_score"] for e in ep], np.float32)  # as logged (float32), as EarlyStopping reads it
-    mse = np.asarray([e["val_mse"] for e in ep])
-    pred = np.asarray([e["test_pred"] for e in ep])
-    # joint: Lightning's EarlyStopping (strict improvement, stop when `patience` epochs did not improve)
-    best, wait, stop = np.inf, 0, len(ep) - 1
-    for i, s in enumerate(score):
-        if s < best:
-            best, wait = s, 0
+def _stop_joint(score: np.ndarray, patience: int) -> int:
+    """Index of the epoch Lightning's EarlyStopping ends on (strict improvement, `patience` epochs)."""
+    best, wait = np.inf, 0
+    for i, v in enumerate(score):
+        if v < best:
+            best, wait = v, 0
         else:
             wait += 1
             if wait >= patience:
-                stop = i
-                break
-    j = int(np.argmin(score[:stop + 1]))  # first minimum, as _KeepBest keeps it
-    # per target: stop once no target's own MSE improved for `patience` epochs
-    k = mse.shape[1]
-    best_k, since = np.full(k, np.inf), np.zeros(k, int)
-    stop_t = len(ep) - 1
-    for i in range(len(ep)):
+                return i
+    return len(score) - 1
+
+
+def _stop_targets(mse: np.ndarray, patience: int) -> int:
+    """Index of the epoch at which no target's own validation MSE has improved for `patience` epochs."""
+    best_k, since = np.full(mse.shape[1], np.inf), np.zeros(mse.shape[1], int)
+    for i in range(len(mse)):
         better = mse[i] < best_k
         best_k = np.where(better, mse[i], best_k)
         since = np.where(better, 0, since + 1)
         if (since >= patience).all():
-            stop_t = i
-            break
-    jk = np.argmin(mse[:stop_t + 1], axis=0)
-    per = pred[jk, :, np.arange(k)].T  # (n_test, K): target k from epoch jk[k]
-    return {"joint": _r2(t, pred[j]).tolist(), "joint_epoch": int(ep[j]["epoch"]), "joint_stop": int(ep[stop]["epoch"]),
-            "per_target": _r2(t, per).tolist(), "per_target_epochs": [int(ep[i]["epoch"]) for i in jk],
-            "per_target_stop": int(ep[stop_t]["epoch"]), "joint_val_epochs_run": stop + 1,
-            "per_target_epochs_run": stop_t + 1}
+            return i
+    return len(mse) - 1
 
 
-def summary(folder: Path) -> dict:
-    runs = {}
+def _score(mse: np.ndarray, criterion: str, mse0: np.ndarray | None) -> np.ndarray:
+    """Per-epoch criterion as the trainer logs it (float32): `structattn.train.trainer.validation_score`."""
+    if criterion == "mse":
+        v = mse.mean(1)
+    elif criterion == "log_mse":
+        v = np.log(np.maximum(mse, 1e-12)).mean(1)
+    else:  # capped_mse
+        v = np.minimum(mse, mse0).mean(1)
+    return v.astype(np.float32)
+
+
+def select(res: dict, criterion: str = "mse", stop: str = "joint", patience: int = PATIENCE) -> dict:
+    """Replay one selection: `criterion` "per_target" (each target at its own best epoch) or a single-model
+    criterion ("mse", "log_mse", "capped_mse"), training stopped by `stop` "joint" (patience on the
+    criterion) or "targets" (no target's own MSE improved for `patience` epochs)."""
+    ep = res["epochs"]
+    t = np.asarray(res["test_z"])
+    mse = np.asarray([e["val_mse"] for e in ep])
+    pred = np.asarray([e["test_pred"] for e in ep])
+    k = mse.shape[1]
+    if criterion == "per_target":
+        end = _stop_targets(mse, patience)
+        jk = np.argmin(mse[:end + 1], axis=0)
+        p = pred[jk, :, np.arange(k)].T  # (n_test, K): target k from epoch jk[k]
+        return {"r2": _r2(t, p).tolist(), "epochs": [int(ep[i]["epoch"]) for i in jk], "stop": int(ep[end]["epoch"])}
+    if criterion == "mse" and stop == "joint":
+        score = np.asarray([e["val_score"] for e in ep], np.float32)  # as logged, as EarlyStopping read it
+    else:
+        score = _score(mse, criterion, np.asarray(res["val_mse0"]) if "val_mse0" in res else None)
+    end = _stop_joint(score, patience) if stop == "joint" else _stop_targets(mse, patience)
+    j = int(np.argmin(score[:end + 1]))  # first minimum, as _KeepBest keeps it
+    return {"r2": _r2(t, pred[j]).tolist(), "epochs": [int(ep[j]["epoch"])] * k, "stop": int(ep[end]["epoch"])}
+
+
+def replay(res: dict, patience: int = PATIENCE) -> dict:
+    """Test R² per target under the joint and the per-target selection (round 23's rule), and the epochs."""
+    j, p = select(res, "mse", "joint", patience), select(res, "per_target", "targets", patience)
+    return {"joint": j["r2"], "joint_epoch": j["epochs"][0], "joint_stop": j["stop"],
+            "per_target": p["r2"], "per_target_epochs": p["epochs"], "per_target_stop": p["stop"],
+            "joint_val_epochs_run": j["stop"] + 1, "per_target_epochs_run": p["stop"] + 1}
+
+
+def summary(folder: Path, explore: bool = False) -> dict:
+    runs, raws = {}, {}
     for p in sorted(folder.glob("*.json")):
         r = json.loads(p.read_text())
         runs[(r["model"], r["texture"], r["train_seed"])] = (r["targets"], replay(r))
+        raws[(r["model"], r["texture"], r["train_seed"])] = r
     keys = sorted({(t, s) for (_, t, s) in runs if ("vit", t, s) in runs and ("cnn", t, s) in runs})
     if not keys:
         print("no (ViT, CNN) pairs yet")
@@ -175,6 +214,24 @@ def summary(folder: Path) -> dict:
     d = np.asarray(out["lead_per_target"]) - np.asarray(out["lead_joint"])
     out["lead_change"] = d.tolist()
     print(f"{'lead change (per_target − joint)':34s}" + "".join(f"{v:+13.3f}" for v in d))
+    if explore:  # single-model criteria replayed from the same trajectories (not part of round 23's rule)
+        mse0 = {}
+        for (model, t, s), _ in runs.items():
+            raw = raws[(model, t, s)]
+            if "val_mse0" not in raw:
+                if t not in mse0:
+                    _, split, _, z = _data(t)
+                    mse0[t] = (z[split.val] ** 2).mean(0).tolist()
+                raw["val_mse0"] = mse0[t]
+        out["explore"] = {}
+        print("exploratory, single model (criterion / stop): ViT test R², ViT − CNN lead")
+        for crit, stop in (("mse", "targets"), ("log_mse", "joint"), ("log_mse", "targets"),
+                           ("capped_mse", "joint"), ("capped_mse", "targets")):
+            v = np.mean([select(raws[("vit", t, s)], crit, stop)["r2"] for t, s in keys], axis=0)
+            c = np.mean([select(raws[("cnn", t, s)], crit, stop)["r2"] for t, s in keys], axis=0)
+            out["explore"][f"{crit}/{stop}"] = {"vit": v.tolist(), "cnn": c.tolist()}
+            print(f"{'vit ' + crit + ' / ' + stop:34s}" + "".join(f"{x:13.3f}" for x in v) + f"{v.mean():9.3f}")
+            print(f"{'  lead':34s}" + "".join(f"{x:+13.3f}" for x in v - c))
     for model in ("vit", "cnn"):
         print(f"{model} epochs run, joint / per target: " + ", ".join(
             f"{runs[(model, t, s)][1]['joint_val_epochs_run']}/{runs[(model, t, s)][1]['per_target_epochs_run']}" for t, s in keys))
@@ -189,9 +246,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--out", type=Path, default=Path("bench/results/probe_target_epochs"))
     ap.add_argument("--summary", type=Path)
+    ap.add_argument("--explore", action="store_true", help="with --summary: also replay single-model criteria")
     a = ap.parse_args()
     if a.summary:
-        out = summary(a.summary)
+        out = summary(a.summary, a.explore)
         if out:
             (a.summary.parent / f"{a.summary.name}.json").write_text(json.dumps(out, indent=1))
         return
