@@ -238,6 +238,29 @@ def summary(folder: Path, explore: bool = False) -> dict:
     return out
 
 
+def as_sweep(folder: Path, out: Path, criterion: str = "mse", stop: str = "targets") -> None:
+    """Write each ViT trajectory's replayed selection as a `bench/sweep_vit.py` result file (config
+    `spatial_stemavg_wav_b32_stoptargets` for mse / targets), validation R² included, so `sweep_vit.py --screen`
+    reads it like a run of that configuration (the trajectory is the one that configuration trains)."""
+    config = {("mse", "targets"): "spatial_stemavg_wav_b32_stoptargets"}[(criterion, stop)]
+    out.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for p in sorted(folder.glob("vit__*.json")):
+        r = json.loads(p.read_text())
+        if r["texture"] not in data:
+            data[r["texture"]] = _data(r["texture"])
+        _, split, _, z = data[r["texture"]]
+        sel = select(r, criterion, stop)
+        j = sel["epochs"][0]
+        mse = np.asarray(next(e["val_mse"] for e in r["epochs"] if e["epoch"] == j))
+        val = 1 - mse / z[split.val].var(0)
+        res = {"config": config, "texture": r["texture"], "targets": r["targets"], "seconds": None,
+               "best_epoch": j, "stopped_epoch": sel["stop"], "vit_val": val.tolist(), "vit_test": sel["r2"],
+               "n": [len(split.train), len(split.val), len(split.test)], "train_seed": r["train_seed"],
+               "replayed_from": p.name}
+        (out / f"{config}__{r['texture']}__seed{r['train_seed']}.json").write_text(json.dumps(res, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", metavar="TEXTURE")
@@ -247,11 +270,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/probe_target_epochs"))
     ap.add_argument("--summary", type=Path)
     ap.add_argument("--explore", action="store_true", help="with --summary: also replay single-model criteria")
+    ap.add_argument("--as-sweep", type=Path, metavar="DIR",
+                    help="with --summary: write the ViT runs' mse / targets replay as sweep_vit.py result files in DIR")
     a = ap.parse_args()
     if a.summary:
         out = summary(a.summary, a.explore)
         if out:
             (a.summary.parent / f"{a.summary.name}.json").write_text(json.dumps(out, indent=1))
+        if a.as_sweep:
+            as_sweep(a.summary, a.as_sweep)
         return
     torch.set_num_threads(int(os.environ.get("SWEEP_THREADS", "1")))
     a.out.mkdir(parents=True, exist_ok=True)
