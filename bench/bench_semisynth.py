@@ -82,7 +82,7 @@ def runs(subset: str = "all", images: list[str] | None = None) -> dict[str, str]
 
 
 # run options the benchmark can set away from the default (RunConfig field = --flag with dashes)
-CHANGEABLE = ("readout", "criterion", "target_patience", "ema", "sam", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
+CHANGEABLE = ("readout", "criterion", "stopping", "target_patience", "ema", "sam", "pretrain_epochs", "ensemble", "prefer_ridge", "seed",
               "stem_pool", "wavelets", "ridge_wavelets", "batch_size", "dropout", "lr")
 
 
@@ -247,6 +247,8 @@ if __name__ == "__main__":
                     help="run with this --readout instead of the default (sweep round 5, docs/training.md)")
     ap.add_argument("--criterion", default=None,
                     help="run with this --criterion instead of the default (sweep round 6, docs/training.md)")
+    ap.add_argument("--stopping", default=None,
+                    help="run with this --stopping instead of the default (round 23, docs/training.md)")
     ap.add_argument("--target-patience", type=int, default=None,
                     help="run with this --target-patience instead of the default (sweep round 7, docs/training.md)")
     ap.add_argument("--ema", type=float, default=None,

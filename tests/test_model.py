@@ -197,6 +197,50 @@ def test_capped_mse_ignores_a_target_worse_than_the_mean():
         validation_score(torch.tensor([0.3]), "capped_mse")
 
 
+def _stop_index(rows, patience):
+    """Replay: index of the epoch at which every row's column has gone `patience` epochs without a strict
+    improvement (one column: Lightning's EarlyStopping), or the last index."""
+    rows = np.asarray(rows, np.float64).reshape(len(rows), -1)
+    best, since = np.full(rows.shape[1], np.inf), np.zeros(rows.shape[1], int)
+    for i, r in enumerate(rows):
+        since = np.where(r < best, 0, since + 1)
+        best = np.minimum(best, r)
+        if (since >= patience).all():
+            return i
+    return len(rows) - 1
+
+
+def test_stopping_targets_waits_for_every_target_and_changes_nothing_else():
+    """--stopping targets: training ends at the first epoch at which no target's own validation MSE has improved
+    for `patience` epochs (recomputed here from the recorded MSEs), where --stopping criterion ends on the
+    criterion's patience; both follow the same trajectory (same seed), and the best epoch is the criterion's."""
+    from structattn.pipeline import RunConfig
+    from structattn.train.trainer import TrainConfig, describe_training, fit_vit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
+    # a learnable target, and noise whose validation MSE rises as it is over-fitted
+    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
+    tr, va = np.arange(180), np.arange(180, 240)
+    hist = {}
+    for stop in ("criterion", "targets"):
+        _, hist[stop] = fit_vit(x, y, train_index=tr, val_index=va, vit=cfg,
+                                train=TrainConfig(epochs=30, warmup=1, patience=3, progress=False, stopping=stop))
+        assert hist[stop]["stopping"] == stop
+    crit, targ = hist["criterion"]["epochs"], hist["targets"]["epochs"]
+    assert len(crit) - 1 == _stop_index([e["val_score"] for e in crit], 3)
+    assert len(targ) - 1 == _stop_index([e["val_mse"] for e in targ], 3)
+    assert len(targ) > len(crit)  # here the noise target ends training under the criterion, not under targets
+    for a, b in zip(crit, targ):  # the stopping rule does not touch the training itself
+        assert a["val_mse"] == pytest.approx(b["val_mse"], rel=1e-6)
+    scores = [e["val_score"] for e in targ]
+    assert hist["targets"]["best_epoch"] == int(np.argmin(scores))
+    assert any("--stopping targets" in line for line in describe_training(hist["targets"], ["a", "noise"]))
+    with pytest.raises(ValueError, match="--stopping: expected one of .*got 'never'"):
+        RunConfig(source="synthetic", stopping="never")
+
+
 def test_unknown_criterion_is_named():
     from structattn.pipeline import RunConfig
     from structattn.train.trainer import TrainConfig, fit_vit

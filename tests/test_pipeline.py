@@ -96,14 +96,15 @@ def test_bundle_with_targets_and_no_loops(tmp_path, small_sample):
     assert set(m["targets"]) == {"V+", "V-"}
 
 
-def test_dropout_reaches_the_vit_and_a_bad_value_is_named(tmp_path, small_sample, capsys):
+def test_dropout_and_stopping_reach_the_training_and_a_bad_value_is_named(tmp_path, small_sample, capsys):
     save_bundle(small_sample, tmp_path / "full.npz")
     assert _quick(tmp_path, tmp_path / "full.npz", "bad", ["--dropout", "1.5"]) == 2
     assert "--dropout: expected a number in [0, 1), got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
-    assert _quick(tmp_path, tmp_path / "full.npz", "r", ["--targets", "V+", "--dropout", "0"]) == 0
+    assert _quick(tmp_path, tmp_path / "full.npz", "r", ["--targets", "V+", "--dropout", "0", "--stopping", "targets"]) == 0
     conf = json.loads((tmp_path / "r" / "config.json").read_text())
     assert conf["run"]["dropout"] == 0.0 and conf["model"]["dropout"] == 0.0
+    assert conf["run"]["stopping"] == conf["train"]["stopping"] == "targets"
     from structattn.train.trainer import TrainedModel
 
     model = TrainedModel.load(tmp_path / "r" / "model.pt").model

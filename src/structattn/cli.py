@@ -30,7 +30,7 @@ def _quiet_libraries() -> None:
 def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     from .data.patches import PAD_MODES
     from .nets.vit import READOUTS, STEM_POOLS
-    from .train.trainer import CRITERIA
+    from .train.trainer import CRITERIA, STOPPINGS
     from .train.uncertainty import RUN_CALIBRATIONS
     from .pipeline import VERDICTS, RunConfig
 
@@ -114,6 +114,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                         "targets together), log_mse (the mean over targets of each target's log MSE) or capped_mse "
                         "(the mean over targets of the MSE capped at the training mean's, so a target the model "
                         f"predicts worse than the mean does not decide when the others stop) (default {d.criterion})")
+    p.add_argument("--stopping", default=d.stopping, choices=STOPPINGS,
+                   help="when training ends: criterion (after --patience epochs without improving --criterion) or "
+                        "targets (only once no target's own validation MSE has improved for --patience epochs, so a "
+                        "target the model cannot learn does not end training for the others); the best epoch is "
+                        f"the criterion's either way (default {d.stopping}; docs/training.md, round 23)")
     p.add_argument("--target-patience", type=int, default=d.target_patience,
                    help="leave a target's term out of the loss while its own validation MSE has not improved "
                         "for this many epochs (it comes back when it improves); the others go on; 0 = off (default "
@@ -264,7 +269,7 @@ def _config_from_args(args, source: str):
         patch=args.patch, buffer=args.buffer, pad_mode=args.pad_mode,
         seed=args.seed, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
         depth=args.depth, heads=args.heads, stem=args.stem, stem_pool=args.stem_pool, wavelets=args.wavelets, readout=args.readout,
-        criterion=args.criterion,
+        criterion=args.criterion, stopping=args.stopping,
         prefer_ridge=args.prefer_ridge, ridge_wavelets=args.ridge_wavelets,
         target_patience=args.target_patience, ema=args.ema, sam=args.sam,
         weight_decay=args.weight_decay, dropout=args.dropout, blocks=args.blocks,

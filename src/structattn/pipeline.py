@@ -38,7 +38,7 @@ from .train.baselines import (BASELINES, BaselineResult, best_baseline, fit_base
 from .train.metrics import regression_scores
 from .train.split import SAMPLE_SPLITS, SampleSplit, SpatialSplit, point_bounds, sample_split, spatial_block_split
 from .train.uncertainty import RUN_CALIBRATIONS
-from .train.trainer import AUGMENTATIONS, CRITERIA, TrainConfig, TrainedModel, check_augment, check_ema, check_sam, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
+from .train.trainer import AUGMENTATIONS, CRITERIA, STOPPINGS, TrainConfig, TrainedModel, check_augment, check_ema, check_sam, check_target_patience, describe_training, fit_vit, pixel_ridge, standardise_patches
 
 VERDICTS = ("primary", "ensemble")  # --verdict: what the verdict judges (RunConfig.verdict)
 
@@ -77,7 +77,9 @@ class RunConfig:
     weight_decay: float = 0.3  # AdamW weight decay (0.3 beat 0.05 on real textures)
     dropout: float = 0.1  # the ViT's dropout on attention weights and MLP outputs (docs/training.md, round 21)
     patience: int = 15  # early-stopping patience in epochs
-    criterion: str = "mse"  # what early stopping and the best epoch watch: "mse" or "log_mse" (docs/training.md)
+    criterion: str = "mse"  # what early stopping and the best epoch watch: see CRITERIA (docs/training.md)
+    stopping: str = "criterion"  # when training ends: "criterion" (patience on it) or "targets" (once no target's
+    # own validation MSE has improved for the patience); the ViT and the CNN baseline alike (round 23)
     target_patience: int = 0  # > 0: a target's loss term is left out while its own validation MSE has not
     # improved for this many epochs, and comes back when it does (0 = off; docs/training.md, round 7)
     ema: float = 0.0  # > 0: validate and keep a moving average of the weights with this decay per step (0 = off;
@@ -142,6 +144,8 @@ class RunConfig:
             raise ValueError(f"--dropout: expected a number in [0, 1), got {self.dropout!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"--criterion: expected one of {CRITERIA}, got {self.criterion!r}")
+        if self.stopping not in STOPPINGS:
+            raise ValueError(f"--stopping: expected one of {STOPPINGS}, got {self.stopping!r}")
         if self.prefer_ridge and self.readout not in SPATIAL:
             raise ValueError(f"--prefer-ridge: needs --readout {' or '.join(SPATIAL)} (the model holds ridge per "
                              f"patch token), got --readout {self.readout}")
@@ -456,7 +460,7 @@ def fit_stage(cfg: RunConfig, d: Prepared, usable: np.ndarray, say, checkpoints:
                         depth=cfg.depth, heads=cfg.heads, stem=cfg.stem, stem_pool=cfg.stem_pool, wavelets=cfg.wavelets,
                         readout=cfg.readout, dropout=cfg.dropout, n_outputs=len(d.targets.names))
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            patience=cfg.patience, criterion=cfg.criterion,
+                            patience=cfg.patience, criterion=cfg.criterion, stopping=cfg.stopping,
                             target_patience=cfg.target_patience, ema=cfg.ema, sam=cfg.sam, augment=cfg.augment, pretrain_epochs=cfg.pretrain_epochs,
                             seed=cfg.seed, device=cfg.device, progress=cfg.progress, devices=cfg.devices,
                             num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision)

@@ -43,6 +43,10 @@ class TrainConfig:
     weight_decay: float = 0.3  # AdamW decoupled weight decay (0.3 beat 0.05 on the real-texture sweep)
     patience: int = 15  # epochs without validation improvement before stopping
     criterion: str = "mse"  # what early stopping and the best epoch watch: see CRITERIA
+    stopping: str = "criterion"  # "criterion": stop after `patience` epochs without improving the criterion;
+    # "targets": only once no target's own validation MSE has improved for `patience` epochs (a target the model
+    # cannot learn then does not end training for the others; the best epoch is still the criterion's). See
+    # STOPPINGS and docs/training.md, round 23
     target_patience: int = 0  # > 0: leave a target's term out of the loss while its own validation MSE has
     # not improved for this many epochs (a target that cannot be learned stops being over-fitted; it
     # comes back if the shared layers improve it); 0 = off
@@ -72,6 +76,16 @@ AUGMENTATIONS = ("none", "flips", "dihedral")
 # model predicts worse than the training mean does not vote on when the others stop (round 19,
 # docs/training.md).
 CRITERIA = ("capped_mse", "log_mse", "mse")
+# When training ends (the best epoch is chosen by the criterion either way): "criterion", after `patience`
+# epochs without improving it (Lightning's EarlyStopping); "targets", once every target's own validation MSE
+# has gone `patience` epochs without improving (`_TargetsStop`; round 23 of docs/training.md).
+STOPPINGS = ("criterion", "targets")
+
+
+def check_stopping(value) -> str:
+    if value not in STOPPINGS:
+        raise ValueError(f"stopping: expected one of {STOPPINGS}, got {value!r}")
+    return value
 
 
 def check_criterion(value) -> str:
@@ -422,6 +436,36 @@ class _KeepBest(Callback):
         self.best, self.epoch, self.state = state["best"], state["epoch"], state["state"]
 
 
+class _TargetsStop(Callback):
+    """End training once no target's own validation MSE has improved (strictly) for `patience` epochs
+    (`TrainConfig.stopping="targets"`): the stand-in for EarlyStopping, with its state in checkpoints."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = int(patience)
+        self.best: list[float] | None = None
+        self.since: list[int] | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # after the module set val_mse
+        if trainer.sanity_checking or not pl_module.val_mse:
+            return
+        mse = list(pl_module.val_mse)
+        if self.best is None:
+            self.best, self.since = [math.inf] * len(mse), [0] * len(mse)
+        for k, v in enumerate(mse):
+            if v < self.best[k]:
+                self.best[k], self.since[k] = v, 0
+            else:
+                self.since[k] += 1
+        if all(s >= self.patience for s in self.since):
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "since": self.since}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.since = state["best"], state["since"]
+
+
 class _EpochCheckpoint(Checkpoint):  # a Checkpoint: Lightning calls it after the module's epoch-end hook
     """Write a full Lightning checkpoint at the end of every epoch, after its validation and
     early-stopping check (ModelCheckpoint with ``save_top_k=0`` writes ``last.ckpt`` only when
@@ -698,7 +742,9 @@ def fit_model(
     keep = _KeepBest()
     check_criterion(train.criterion)
     check_target_patience(train.target_patience)
-    stop = EarlyStopping(monitor="val_score", patience=train.patience, mode="min")
+    check_stopping(train.stopping)
+    stop = (EarlyStopping(monitor="val_score", patience=train.patience, mode="min") if train.stopping == "criterion"
+            else _TargetsStop(train.patience))
     callbacks: list[Callback] = [keep, stop]
     resume_from = None
     if ck_dir is not None:
@@ -741,6 +787,7 @@ def fit_model(
         "epochs": module.history,
         "best_epoch": keep.epoch,
         "criterion": train.criterion,
+        "stopping": train.stopping,
         "best_val_score": keep.best,
         "best_val_loss": next((e["val_loss"] for e in module.history if e["epoch"] == keep.epoch), float("nan")),
         "stopped_epoch": int(trainer.current_epoch),
@@ -783,6 +830,9 @@ def describe_training(history: dict, names: list[str]) -> list[str]:
     took = f" in {history['seconds']:.0f} s" if isinstance(history.get("seconds"), (int, float)) else ""
     out = [f"{len(epochs)} epochs trained{took}; the weights kept are epoch {history.get('best_epoch')}'s, the "
            f"lowest {crit_text} ({crit})."]
+    if history.get("stopping") == "targets":
+        out.append("Training ran until no target's own validation MSE had improved for the patience "
+                   "(--stopping targets).")
     base = history.get("linear_base")
     if base:
         kept = [f"{n} ({r:.2f})" for n, u, r in zip(names, base["used"], base["ridge_val_r2"]) if u]
