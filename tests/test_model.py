@@ -241,6 +241,41 @@ def test_stopping_targets_waits_for_every_target_and_changes_nothing_else():
         RunConfig(source="synthetic", stopping="never")
 
 
+def test_stopping_targets_resumes_where_it_was_killed(tmp_path, monkeypatch):
+    """A fit with --stopping targets killed one epoch before it would stop, then resumed from its checkpoint,
+    stops at the same epoch with the same history: the per-target counters travel in the checkpoint (were they
+    reset, the resumed fit would run at least `patience` epochs more)."""
+    from structattn.train import trainer as tm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
+    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
+    tr, va = np.arange(180), np.arange(180, 240)
+    tcfg = tm.TrainConfig(epochs=30, warmup=1, patience=3, progress=False, stopping="targets")
+    _, whole = tm.fit_vit(x, y, train_index=tr, val_index=va, vit=cfg, train=tcfg)
+    assert whole["stopped_epoch"] < 29  # it stops by the rule, not at the last epoch
+    kill_at = whole["stopped_epoch"] - 1
+
+    class Killed(Exception):
+        pass
+
+    seen = tm._TargetsStop.on_validation_end
+
+    def killing(self, trainer, pl_module):
+        seen(self, trainer, pl_module)
+        if trainer.current_epoch == kill_at:
+            raise Killed
+
+    monkeypatch.setattr(tm._TargetsStop, "on_validation_end", killing)
+    with pytest.raises(Killed):
+        tm.fit_vit(x, y, train_index=tr, val_index=va, vit=cfg, train=tcfg, checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    _, resumed = tm.fit_vit(x, y, train_index=tr, val_index=va, vit=cfg, train=tcfg, checkpoint_dir=tmp_path)
+    assert resumed["stopped_epoch"] == whole["stopped_epoch"] and resumed["best_epoch"] == whole["best_epoch"]
+    np.testing.assert_allclose([e["val_mse"] for e in resumed["epochs"]], [e["val_mse"] for e in whole["epochs"]], rtol=1e-6)
+
+
 def test_unknown_criterion_is_named():
     from structattn.pipeline import RunConfig
     from structattn.train.trainer import TrainConfig, fit_vit
