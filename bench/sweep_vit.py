@@ -140,6 +140,9 @@ CONFIGS = {  # round 2 (trainer with 5 warm-up epochs); round 1 is in docs/train
     # patience (the best epoch is still the lowest mean validation MSE); nothing else changed
     "spatial_stemavg_wav_b32_stoptargets": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8},
                                             {"weight_decay": 0.3, "buffer": 8, "batch_size": 32, "stopping": "targets"}),
+    # round 25: today's default with each block's MLP 4x the token width (the ViT standard) instead of 2x
+    "spatial_stemavg_wav_b32_mlp4": ({"stem": 16, "readout": "spatial", "stem_pool": "avg", "wavelets": 8, "mlp_ratio": 4.0},
+                                     {"weight_decay": 0.3, "buffer": 8, "batch_size": 32}),
 }
 
 NONLINEAR = ("wall_density", "wall_direction", "threshold", "product")
