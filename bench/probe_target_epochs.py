@@ -44,7 +44,7 @@ from structattn.nets.cnn import CNNConfig, CNNRegressor  # noqa: E402
 from structattn.nets.vit import ViTConfig  # noqa: E402
 from structattn.train import trainer as trainer_mod  # noqa: E402
 from structattn.train.split import spatial_block_split  # noqa: E402
-from structattn.train.trainer import TrainConfig, fit_model, fit_vit, standardise_patches  # noqa: E402
+from structattn.train.trainer import TrainConfig, epochs_since_best, fit_model, fit_vit, standardise_patches  # noqa: E402
 
 CONFIG = "spatial_stemavg_wav_b32"  # today's default model and training (round 20)
 PATIENCE = 15  # TrainConfig.patience, replayed
@@ -93,7 +93,6 @@ def _train(kind: str, texture: str, train_seed: int, epochs: int) -> dict:
     topt = {k: v for k, v in topt.items() if k != "buffer"}
     window = 32
     sample, split, x, z = _data(texture, window)
-    y = z
     tcfg = TrainConfig(**{"epochs": epochs, "seed": train_seed, "progress": False, "device": "cpu", **topt})
     _Record.x_test = torch.as_tensor(x[split.test])
     saved = trainer_mod.EarlyStopping
@@ -101,13 +100,13 @@ def _train(kind: str, texture: str, train_seed: int, epochs: int) -> dict:
     t0 = time.perf_counter()
     try:
         if kind == "vit":
-            vcfg = ViTConfig(**{"in_channels": x.shape[1], "window": window, "n_outputs": y.shape[1], **vopt})
+            vcfg = ViTConfig(**{"in_channels": x.shape[1], "window": window, "n_outputs": z.shape[1], **vopt})
             fit_vit(x, z, train_index=split.train, val_index=split.val, vit=vcfg, train=tcfg)
         else:  # the run's CNN baseline (structattn.train.baselines.fit_cnn), same trainer and options
             import lightning as L
 
             L.seed_everything(train_seed, workers=True, verbose=False)
-            cnn = CNNRegressor(CNNConfig(in_channels=x.shape[1], window=window, n_outputs=y.shape[1]))
+            cnn = CNNRegressor(CNNConfig(in_channels=x.shape[1], window=window, n_outputs=z.shape[1]))
             fit_model(cnn, x, z, train_index=split.train, val_index=split.val, train=tcfg)
     finally:
         trainer_mod.EarlyStopping = saved
@@ -135,13 +134,12 @@ def _stop_joint(score: np.ndarray, patience: int) -> int:
 
 
 def _stop_targets(mse: np.ndarray, patience: int) -> int:
-    """Index of the epoch at which no target's own validation MSE has improved for `patience` epochs."""
-    best_k, since = np.full(mse.shape[1], np.inf), np.zeros(mse.shape[1], int)
-    for i in range(len(mse)):
-        better = mse[i] < best_k
-        best_k = np.where(better, mse[i], best_k)
-        since = np.where(better, 0, since + 1)
-        if (since >= patience).all():
+    """Index of the epoch at which no target's own validation MSE has improved for `patience` epochs: the
+    trainer's own bookkeeping (`epochs_since_best`, as `--stopping targets` uses it)."""
+    best = since = None
+    for i, row in enumerate(mse):
+        best, since = epochs_since_best(best, since, [float(v) for v in row])
+        if all(s >= patience for s in since):
             return i
     return len(mse) - 1
 

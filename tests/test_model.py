@@ -210,6 +210,16 @@ def _stop_index(rows, patience):
     return len(rows) - 1
 
 
+def _learnable_and_noise():
+    """240 random 16 px patches; a target the pixels determine, and noise whose validation MSE rises as it is
+    over-fitted; a 2-block ViT; 180 training and 60 validation points."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
+    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
+    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
+    return x, y, cfg, np.arange(180), np.arange(180, 240)
+
+
 def test_stopping_targets_waits_for_every_target_and_changes_nothing_else():
     """--stopping targets: training ends at the first epoch at which no target's own validation MSE has improved
     for `patience` epochs (recomputed here from the recorded MSEs), where --stopping criterion ends on the
@@ -217,12 +227,7 @@ def test_stopping_targets_waits_for_every_target_and_changes_nothing_else():
     from structattn.pipeline import RunConfig
     from structattn.train.trainer import TrainConfig, describe_training, fit_vit
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
-    # a learnable target, and noise whose validation MSE rises as it is over-fitted
-    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
-    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
-    tr, va = np.arange(180), np.arange(180, 240)
+    x, y, cfg, tr, va = _learnable_and_noise()
     hist = {}
     for stop in ("criterion", "targets"):
         _, hist[stop] = fit_vit(x, y, train_index=tr, val_index=va, vit=cfg,
@@ -247,11 +252,7 @@ def test_stopping_targets_resumes_where_it_was_killed(tmp_path, monkeypatch):
     reset, the resumed fit would run at least `patience` epochs more)."""
     from structattn.train import trainer as tm
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(240, 1, 16, 16)).astype(np.float32)
-    y = np.stack([x[:, 0, 6:10, 2:6].mean((1, 2)) * 4, rng.normal(size=240)], 1).astype(np.float32)
-    cfg = ViTConfig(in_channels=1, window=16, patch=4, dim=32, depth=2, heads=2, stem=0, n_outputs=2)
-    tr, va = np.arange(180), np.arange(180, 240)
+    x, y, cfg, tr, va = _learnable_and_noise()
     tcfg = tm.TrainConfig(epochs=30, warmup=1, patience=3, progress=False, stopping="targets")
     _, whole = tm.fit_vit(x, y, train_index=tr, val_index=va, vit=cfg, train=tcfg)
     assert whole["stopped_epoch"] < 29  # it stops by the rule, not at the last epoch

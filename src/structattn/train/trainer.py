@@ -88,6 +88,21 @@ def check_stopping(value) -> str:
     return value
 
 
+def epochs_since_best(best: list[float] | None, since: list[int] | None,
+                      mse: list[float]) -> tuple[list[float], list[int]]:
+    """One epoch's per-target bookkeeping: each target's lowest validation MSE so far and the epochs since it
+    strictly improved (None, None before the first epoch). Shared by `--target-patience` and `--stopping targets`."""
+    if best is None or since is None:
+        best, since = [math.inf] * len(mse), [0] * len(mse)
+    best, since = list(best), list(since)
+    for k, v in enumerate(mse):
+        if v < best[k]:
+            best[k], since[k] = v, 0
+        else:
+            since[k] += 1
+    return best, since
+
+
 def check_criterion(value) -> str:
     if value not in CRITERIA:
         raise ValueError(f"criterion: expected one of {CRITERIA}, got {value!r}")
@@ -365,13 +380,7 @@ class RegressionModule(L.LightningModule):
 
     def _update_frozen(self) -> None:
         """Per-target patience on the (rank-reduced, so identical on every rank) validation MSEs."""
-        if self.target_best is None:
-            self.target_best, self.target_since = [math.inf] * len(self.val_mse), [0] * len(self.val_mse)
-        for j, m in enumerate(self.val_mse):
-            if m < self.target_best[j]:
-                self.target_best[j], self.target_since[j] = m, 0
-            else:
-                self.target_since[j] += 1
+        self.target_best, self.target_since = epochs_since_best(self.target_best, self.target_since, self.val_mse)
         frozen = self.frozen
         if frozen and all(frozen):  # nothing left to train on
             self.trainer.should_stop = True
@@ -448,14 +457,7 @@ class _TargetsStop(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:  # after the module set val_mse
         if trainer.sanity_checking or not pl_module.val_mse:
             return
-        mse = list(pl_module.val_mse)
-        if self.best is None:
-            self.best, self.since = [math.inf] * len(mse), [0] * len(mse)
-        for k, v in enumerate(mse):
-            if v < self.best[k]:
-                self.best[k], self.since[k] = v, 0
-            else:
-                self.since[k] += 1
+        self.best, self.since = epochs_since_best(self.best, self.since, pl_module.val_mse)
         if all(s >= self.patience for s in self.since):
             trainer.should_stop = True
 
